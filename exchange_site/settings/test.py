@@ -1,0 +1,22 @@
+"""Settings for pytest: real PostgreSQL + TimescaleDB and real Redis, on a Redis DB of its own."""
+
+import os
+
+from .base import *  # noqa: F403
+from .base import DATABASES, REDIS_URL
+
+# The test command points REDIS_URL at a database number reserved for tests
+# (redis://127.0.0.1:6379/11 by default) and the suite flushes only that one.
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11")
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("default", "messages", "db_processor")}
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "bourse-test"}}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+DEBUG = False

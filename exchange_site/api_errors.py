@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -53,14 +54,40 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ValidationError):
         return error_response("INVALID_CLIENT_REQUEST", _message(exc.messages), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.APIException):
-        for cls, (code, http_status) in _DRF_CODES.items():
-            if isinstance(exc, cls):
-                response = error_response(code, _message(exc.detail), http_status)
-                break
-        else:
-            response = error_response("SERVER_ERROR", _message(exc.detail), exc.status_code)
+        code, http_status = next(
+            (mapped for cls, mapped in _DRF_CODES.items() if isinstance(exc, cls)),
+            ("SERVER_ERROR" if exc.status_code >= 500 else "INVALID_CLIENT_REQUEST", exc.status_code),
+        )
+        # A subclass may name a more precise code, e.g. INVALID_SIGNATURE for a 401.
+        code = getattr(exc, "api_code", code)
+        response = error_response(code, _message(exc.detail), http_status)
+        if getattr(exc, "auth_header", None):
+            response["WWW-Authenticate"] = exc.auth_header
         if isinstance(exc, exceptions.Throttled) and exc.wait:
             response["Retry-After"] = str(int(exc.wait))
         return response
     logger.exception("unhandled API error", exc_info=exc)
     return error_response("SERVER_ERROR", "Internal server error.", status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+# Django's own error views, for what never reaches a DRF view (an unknown URL, a crash in
+# middleware). Bots get BOT_API.md's shape under the API prefixes; people get the pages.
+_API_PREFIXES = ("/api/", "/wapi/")
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(_API_PREFIXES)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(
+            {"code": "RESOURCE_NOT_FOUND", "message": f"No endpoint {request.method} {request.path}."}, status=404
+        )
+    return defaults.page_not_found(request, exception or Http404())
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"code": "SERVER_ERROR", "message": "Internal server error."}, status=500)
+    return defaults.server_error(request)

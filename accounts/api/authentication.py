@@ -1,8 +1,214 @@
+"""Signed requests (Ed25519), as Backpack Exchange defines them and BOT_API.md describes.
+
+A bot registers an Ed25519 public key; each request carries `X-API-Key` (that key, base64),
+`X-Timestamp` (ms), `X-Window` (ms) and `X-Signature` (base64) over
+
+    instruction=<name>&<params sorted by key as k=v joined by &>&timestamp=<ts>&window=<window>
+
+where the params are the query string for GET and the JSON body otherwise, and a list body
+(batch order placement) repeats `instruction=<name>&<sorted item params>&` per item. The
+instruction name belongs to the endpoint: each view declares it, e.g.
+`instruction = {"GET": "balanceQuery"}`.
+
+Clients disagree on escaping: CCXT percent-encodes values (Python `quote`, JS
+`encodeURIComponent`), Backpack's own clients sign them raw. Each spelling is a different
+message, so the signature is checked against every spelling the request's values have
+(usually one, since identifiers and decimals need no escaping).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from django.conf import settings
+from django.utils import timezone
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from accounts.models import ApiKey
+
+DEFAULT_WINDOW_MS = 5000
+# last_used_at is for people ("is this key still in use?"); a write per request would turn
+# every read into a write, so it is refreshed at most this often.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class InvalidSignature(exceptions.AuthenticationFailed):
+    """401 with BOT_API.md's `INVALID_SIGNATURE` code (see exchange_site.api_errors)."""
+
+    api_code = "INVALID_SIGNATURE"
+
+
+class Unauthorized(exceptions.AuthenticationFailed):
+    api_code = "UNAUTHORIZED"
+
+
+class _RawNumber(str):
+    """A JSON number kept as the text the client sent, so it is signed exactly as written."""
+
+
+def _js_encode(value: str) -> str:
+    # JavaScript's encodeURIComponent: everything but A-Z a-z 0-9 - _ . ! ~ * ' ( ) is escaped.
+    return quote(value, safe="-_.!~*'()")
+
+
+def _py_encode(value: str) -> str:
+    # CCXT (Python) builds the string with urllib's urlencode(quote_via=quote): "/" stays.
+    return quote(value, safe="/")
+
+
+_ENCODINGS: tuple[Callable[[str], str], ...] = (str, _py_encode, _js_encode, quote_plus)
+
+
+def _wire_text(value: Any) -> str:
+    """A parameter value as clients put it in the signed string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):  # includes _RawNumber
+        return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    # Nested objects are not part of any Bourse instruction; sign them as compact JSON so
+    # the request still reaches the view, which rejects the field with a clear message.
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _query(items: Iterable[tuple[str, str]], encode: Callable[[str], str]) -> str:
+    return "&".join(f"{encode(key)}={encode(value)}" for key, value in items)
+
+
+def signing_payloads(instruction: str, params: dict[str, Any] | list[Any], timestamp: str, window: str) -> list[str]:
+    """Every spelling of the signed string a client may have produced for these params."""
+    tail = f"timestamp={timestamp}&window={window}"
+    if isinstance(params, list):
+        groups = [
+            sorted((str(key), _wire_text(value)) for key, value in item.items()) if isinstance(item, dict) else []
+            for item in params
+        ]
+    else:
+        groups = [sorted((str(key), _wire_text(value)) for key, value in params.items())]
+    payloads: list[str] = []
+    for encode in _ENCODINGS:
+        if isinstance(params, list) and params:
+            payload = "".join(f"instruction={instruction}&{_query(group, encode)}&" for group in groups) + tail
+        else:
+            query = _query(groups[0], encode) if groups else ""
+            payload = f"instruction={instruction}&" + (f"{query}&" if query else "") + tail
+        if payload not in payloads:
+            payloads.append(payload)
+    return payloads
+
+
+def _request_params(request: Request) -> dict[str, Any] | list[Any]:
+    """The params a client signed: the query for GET, else the JSON body (or the query if empty)."""
+    if request.method not in ("GET", "HEAD"):
+        body = request.body
+        if body.strip():
+            try:
+                parsed = json.loads(body, parse_float=_RawNumber, parse_int=_RawNumber)
+            except ValueError as exc:
+                raise exceptions.ParseError(f"Malformed JSON body: {exc}") from exc
+            if isinstance(parsed, dict | list):
+                return parsed
+            raise exceptions.ParseError("The JSON body must be an object or a list.")
+    # A repeated key is signed as CCXT's urlencode would sign the list's last value.
+    return {key: request.query_params.getlist(key)[-1] for key in request.query_params}
+
+
+def instruction_for(request: Request) -> str | None:
+    view = (request.parser_context or {}).get("view")
+    instructions: dict[str, str] = getattr(view, "instruction", None) or {}
+    return instructions.get(request.method or "")
+
+
+def _is_ms(value: str) -> bool:
+    # isascii() too: str.isdigit() accepts "²", which int() refuses.
+    return value.isascii() and value.isdigit() and len(value) <= 16
+
+
+def _decode_b64(value: str, length: int, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidSignature(f"{what} is not valid base64.") from exc
+    if len(raw) != length:
+        raise InvalidSignature(f"{what} must be {length} bytes, base64-encoded.")
+    return raw
 
 
 class SignedRequestAuthentication(BaseAuthentication):
-    """Placeholder: replaced by the Ed25519 implementation."""
+    """Authenticates a request signed with a registered Ed25519 key; no `X-API-Key`, no opinion."""
 
-    def authenticate(self, request):  # type: ignore[no-untyped-def]
-        return None
+    def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
+        public_key = request.headers.get("X-API-Key")
+        if not public_key:
+            return None
+        signature_b64 = request.headers.get("X-Signature")
+        timestamp = request.headers.get("X-Timestamp")
+        window = request.headers.get("X-Window") or str(DEFAULT_WINDOW_MS)
+        if not signature_b64 or not timestamp:
+            raise InvalidSignature("Signed requests need X-Signature and X-Timestamp headers.")
+        max_window = settings.BOURSE_MAX_SIGNATURE_WINDOW_MS
+        if not _is_ms(timestamp):
+            raise InvalidSignature("X-Timestamp must be a time in milliseconds.")
+        if not _is_ms(window) or not 0 < int(window) <= max_window:
+            raise InvalidSignature(f"X-Window must be between 1 and {max_window} milliseconds.")
+        now_ms = int(time.time() * 1000)
+        if abs(now_ms - int(timestamp)) > int(window):
+            raise InvalidSignature(
+                f"Request timestamp {timestamp} is outside the {window} ms window (server time {now_ms})."
+            )
+
+        instruction = instruction_for(request)
+        view = (request.parser_context or {}).get("view")
+        if instruction is None and view is not None and not hasattr(view, (request.method or "").lower()):
+            # Say "wrong method" rather than "bad signature" for a method the endpoint lacks.
+            raise exceptions.MethodNotAllowed(request.method or "")
+        if instruction is None:
+            raise InvalidSignature(f"{request.method} {request.path} does not accept signed requests.")
+
+        verify_key = VerifyKey(_decode_b64(public_key, 32, "X-API-Key"))
+        signature = _decode_b64(signature_b64, 64, "X-Signature")
+        api_key = ApiKey.objects.select_related("user").filter(public_key=public_key).first()
+        if api_key is None:
+            raise Unauthorized("Unknown API key.")
+        if api_key.revoked_at is not None:
+            raise Unauthorized("This API key has been revoked.")
+        if not api_key.user.is_active:
+            raise Unauthorized("This account is disabled.")
+
+        params = _request_params(request)
+        for payload in signing_payloads(instruction, params, timestamp, window):
+            try:
+                verify_key.verify(payload.encode(), signature)
+            except BadSignatureError:
+                continue
+            self._touch(api_key)
+            return api_key.user, api_key
+        raise InvalidSignature(f"Signature does not match the request (instruction {instruction}).")
+
+    def authenticate_header(self, request: Request) -> str:
+        # Any value makes DRF answer 401 rather than 403 to an unauthenticated request.
+        return 'X-API-Key realm="api"'
+
+    @staticmethod
+    def _touch(api_key: ApiKey) -> None:
+        now = timezone.now()
+        cutoff = now - LAST_USED_RESOLUTION
+        if api_key.last_used_at is not None and api_key.last_used_at >= cutoff:
+            return
+        # Conditional so concurrent requests write the row once, not once each.
+        ApiKey.objects.filter(pk=api_key.pk).exclude(last_used_at__gte=cutoff).update(last_used_at=now)
+        api_key.last_used_at = now

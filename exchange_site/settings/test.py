@@ -3,14 +3,19 @@
 import os
 
 from .base import *  # noqa: F403
-from .base import DATABASES, REDIS_URL
+from .base import DATABASES
 
 # The test command points REDIS_URL at a database number reserved for tests
 # (redis://127.0.0.1:6379/11 by default) and the suite flushes only that one.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11")
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600} for name in ("default", "messages", "db_processor")}
+# Redis pub/sub ignores the database number: a prefix of its own keeps two test runs on one
+# server (or a test run and a running exchange) from hearing each other's groups.
 CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "bourse-test-" + REDIS_URL.rsplit("/", 1)[-1]},
+    }
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "bourse-test"}}
 DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -111,17 +111,23 @@ def balances_lock(*, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], B
     return locked
 
 
+def _amount(value: Decimal, asset: Asset) -> str:
+    """An amount as people read it: at the asset's precision, not the column's 16 places."""
+    return f"{value.quantize(Decimal(1).scaleb(-asset.precision)):f}"
+
+
 def _check_not_negative(balance: Balance, available_delta: Decimal, locked_delta: Decimal) -> None:
+    asset = balance.asset
     if balance.available + available_delta < 0:
         raise InsufficientFunds(
-            f"Insufficient {balance.asset.symbol}: {balance.available} available, "
-            f"{-available_delta} needed"
+            f"Insufficient {asset.symbol}: {_amount(balance.available, asset)} available, "
+            f"{_amount(-available_delta, asset)} needed"
         )
     if balance.locked + locked_delta < 0:
         # Only a bug can get here (unlocking more than was locked); say so plainly.
         raise InsufficientFunds(
-            f"Insufficient locked {balance.asset.symbol}: {balance.locked} locked, "
-            f"{-locked_delta} to release"
+            f"Insufficient locked {asset.symbol}: {_amount(balance.locked, asset)} locked, "
+            f"{_amount(-locked_delta, asset)} to release"
         )
 
 

@@ -1,0 +1,35 @@
+"""`python manage.py run_db_processor`: persist the engine's batches (queue `db_processor`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from engine_worker.db_processor import DbProcessor
+
+logger = logging.getLogger("bourse.db_processor")
+
+
+class Command(BaseCommand):
+    help = "Run the DB processor: apply engine batches to the database in one transaction each, exactly once."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--batch-size", type=int, default=50, help="Most queued batches applied in one transaction.")
+        parser.add_argument("--once", action="store_true", help="Drain the queue, then exit (tests, maintenance).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["batch_size"] < 1:
+            raise ValueError("--batch-size must be at least 1")
+        worker = DbProcessor(batch_size=options["batch_size"])
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            logger.info("signal %d: stopping after the current transaction", signum)
+            worker.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        worker.run(drain_and_exit=options["once"])

@@ -1,0 +1,1 @@
+"""The trading part of the bot API (BOT_API.md): markets, assets, orders, fills."""

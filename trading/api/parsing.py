@@ -1,0 +1,130 @@
+"""Bot API order requests on the wire → `OrderParams`, each field refused with its own error code.
+
+Only the shape of each field is checked here (type, finite positive decimal, known enum
+value). Whether the order fits its market — tick, lot, minimums, market status, funds —
+is `trading.services.order_place`'s business, so pages and the API refuse alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from decimal import Decimal
+from typing import Any
+
+from accounts.errors import InvalidQuantity, ServiceError
+from accounts.models import AMOUNT, Asset
+from accounts.validation import parse_quantity
+from trading.models import Market, Order
+from trading.services import OrderParams, market_get
+
+ORDER_REQUIRED = ("symbol", "side", "orderType")
+ORDER_OPTIONAL = ("quantity", "quoteQuantity", "price", "timeInForce", "postOnly", "clientId", "selfTradePrevention")
+# Backpack's clientId is a uint32.
+MAX_CLIENT_ID = 2**32 - 1
+# Order ids are bigint primary keys; more digits than this cannot name one.
+_MAX_ID_DIGITS = 19
+
+
+def check_keys(data: object, *, required: Collection[str], optional: Collection[str] = ()) -> Mapping[str, Any]:
+    """A JSON object with no unknown and no missing keys (INVALID_CLIENT_REQUEST otherwise).
+
+    Unknown keys are refused rather than ignored: a misspelt `quantity` silently dropped
+    would be worse than an error.
+    """
+    if not isinstance(data, Mapping):
+        raise ServiceError("Expected a JSON object.")
+    unknown = sorted(str(key) for key in set(data) - set(required) - set(optional))
+    if unknown:
+        raise ServiceError(f"Unknown field(s): {', '.join(unknown)}.")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ServiceError(f"Missing field(s): {', '.join(missing)}.")
+    return data
+
+
+def _choice(value: object, *, field: str, choices: list[str], default: str | None = None) -> str:
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or value not in choices:
+        raise ServiceError(f"{field} must be one of {', '.join(choices)}.", code="INVALID_ORDER")
+    return value
+
+
+def _amount(value: object, *, field: str, asset: Asset, code: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return parse_quantity(value, asset=asset, field=field)
+    except InvalidQuantity as exc:
+        raise ServiceError(exc.message, code=code) from None
+
+
+def _price(value: object, market: Market) -> Decimal | None:
+    # A price is counted in ticks, which may be finer than the quote asset's smallest unit
+    # (only tick × lot must be whole units), so it is read at the column's full precision;
+    # order_place then checks it is a whole number of ticks.
+    column = Asset(symbol=market.quote.symbol, precision=AMOUNT["decimal_places"])
+    return _amount(value, field="price", asset=column, code="INVALID_PRICE")
+
+
+def parse_client_id(value: object) -> int | None:
+    """A uint32 given as a JSON integer (or, from a query string, its digits)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        value = int(value)
+    # bool is an int subclass: `true` is not a client id.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLIENT_ID:
+        raise ServiceError(f"clientId must be an integer between 0 and {MAX_CLIENT_ID}.")
+    return value
+
+
+def parse_order_id(value: object) -> int | None:
+    """An order id: the string CCXT sends back (`"42"`) or a JSON integer."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= _MAX_ID_DIGITS:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ServiceError("orderId must be an order id, e.g. \"42\".")
+
+
+def parse_order(data: object) -> tuple[Market, OrderParams]:
+    """One order body of `POST /api/v1/order(s)` → its market and parameters.
+
+    Raises ServiceError with BOT_API.md's code for the first bad field: INVALID_CLIENT_REQUEST
+    (shape, unknown key, clientId), INVALID_MARKET/INVALID_SYMBOL (symbol), INVALID_ORDER
+    (enums, postOnly), INVALID_PRICE, INVALID_QUANTITY.
+    """
+    body = check_keys(data, required=ORDER_REQUIRED, optional=ORDER_OPTIONAL)
+    market = market_get(body["symbol"])
+    side = _choice(body["side"], field="side", choices=Order.Side.values)
+    order_type = _choice(body["orderType"], field="orderType", choices=Order.Type.values)
+    time_in_force = _choice(
+        body.get("timeInForce"), field="timeInForce", choices=Order.TimeInForce.values, default=Order.TimeInForce.GTC
+    )
+    stp = _choice(
+        body.get("selfTradePrevention"),
+        field="selfTradePrevention",
+        choices=Order.SelfTradePrevention.values,
+        default=Order.SelfTradePrevention.REJECT_TAKER,
+    )
+    post_only = body.get("postOnly", False)
+    if post_only is None:
+        post_only = False
+    if not isinstance(post_only, bool):
+        raise ServiceError("postOnly must be true or false.", code="INVALID_ORDER")
+    return market, OrderParams(
+        side=side,
+        order_type=order_type,
+        price=_price(body.get("price"), market),
+        quantity=_amount(body.get("quantity"), field="quantity", asset=market.base, code="INVALID_QUANTITY"),
+        quote_quantity=_amount(
+            body.get("quoteQuantity"), field="quoteQuantity", asset=market.quote, code="INVALID_QUANTITY"
+        ),
+        time_in_force=time_in_force,
+        post_only=post_only,
+        client_id=parse_client_id(body.get("clientId")),
+        self_trade_prevention=stp,
+    )

@@ -1,0 +1,91 @@
+"""Commands for the engine on the django-rq queue `messages`, as JSON (STYLE.md 7).
+
+Each command is one RQ job calling `engine_worker.jobs.engine_command(message)`; the engine
+does not run RQ jobs but drains the queue's jobs in batches and decodes their argument.
+Pushes happen after commit (STYLE.md 5): an order is on the queue only once it is in the
+database, and a lost push is recovered by the sweep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import django_rq
+from django.db import transaction
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from trading.models import Market, Order
+
+MESSAGES_QUEUE = "messages"
+ENGINE_JOB = "engine_worker.jobs.engine_command"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def messages_queue() -> Queue:
+    return django_rq.get_queue(MESSAGES_QUEUE, serializer=JSONSerializer)
+
+
+def enqueue(messages: Iterable[dict[str, Any]]) -> None:
+    """Push messages now, in order, in one round trip."""
+    batch = list(messages)
+    if not batch:
+        return
+    queue = messages_queue()
+    queue.enqueue_many(
+        [Queue.prepare_data(ENGINE_JOB, args=(message,), result_ttl=0, failure_ttl=3600) for message in batch]
+    )
+
+
+def enqueue_on_commit(messages: Iterable[dict[str, Any]]) -> None:
+    batch = list(messages)
+    transaction.on_commit(lambda: enqueue(batch))
+
+
+def place_message(order: Order, *, price_ticks: int | None, quantity_lots: int | None) -> dict[str, Any]:
+    return {
+        "kind": "place",
+        "order_id": order.pk,
+        "user_id": order.user_id,
+        "symbol": order.market.symbol,
+        "side": order.side,
+        "type": order.order_type,
+        "price": price_ticks,
+        "quantity": quantity_lots,
+        "quote_cap": order.engine_cap,
+        "tif": order.time_in_force,
+        "post_only": order.post_only,
+        "stp": order.self_trade_prevention,
+        "client_id": order.client_id,
+        "ts": now_us(),
+    }
+
+
+def cancel_message(order: Order) -> dict[str, Any]:
+    return {"kind": "cancel", "order_id": order.pk, "user_id": order.user_id, "symbol": order.market.symbol, "ts": now_us()}
+
+
+def market_message(market: Market, *, created: bool, with_reference: bool = True) -> dict[str, Any]:
+    """A market's configuration, in the engine's integers (ppm fees, ticks).
+
+    The band reference is sent only when staff set it: after the first trade the engine's
+    reference is the last trade, and a routine fee change must not re-anchor the band.
+    """
+    reference = None
+    if with_reference and market.reference_price is not None:
+        reference = int(market.reference_price / market.tick_size)
+    return {
+        "kind": "add_market" if created else "update_market",
+        "symbol": market.symbol,
+        "status": market.status,
+        "maker_fee_ppm": int(market.maker_fee_rate * 1_000_000),
+        "taker_fee_ppm": int(market.taker_fee_rate * 1_000_000),
+        "band_bps": market.band_bps,
+        "reference_price": reference,
+        "ts": now_us(),
+    }

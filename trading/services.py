@@ -1,0 +1,377 @@
+"""Writes for markets and orders: validation against the market, fund locking, queueing.
+
+Order entry (ARCHITECTURE.md "The flow of one order", step 1): validate, then in ONE
+transaction lock the user's balance row, move funds from available to locked, insert the
+order as `Pending`; only after commit is it pushed on `messages`. An acknowledged order is
+in the database; the engine settles nothing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.errors import InvalidState, NotFound, ServiceError
+from accounts.models import Asset, LedgerEntry, User
+from accounts.services import balance_change
+from trading import messaging
+from trading.models import Market, Order
+from trading.money import bid_lock, engine_quote_cap, quantize_up, steps
+
+# A market buy by quantity locks the cost of walking the book's snapshot plus this
+# margin, since the book may move before the engine sees the order; the rest is released.
+MARKET_BUY_BUFFER = Decimal("0.05")
+SWEEP_AFTER = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderParams:
+    """An order request after parsing: typed, but not yet checked against its market."""
+
+    side: str
+    order_type: str
+    price: Decimal | None = None
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    time_in_force: str = Order.TimeInForce.GTC
+    post_only: bool = False
+    client_id: int | None = None
+    self_trade_prevention: str = Order.SelfTradePrevention.REJECT_TAKER
+
+
+# --- markets ------------------------------------------------------------------------------
+
+
+def _check_market_units(*, base: Asset, quote: Asset, tick_size: Decimal, lot_size: Decimal) -> None:
+    if base.pk == quote.pk:
+        raise ServiceError("Base and quote must differ", code="INVALID_MARKET")
+    if tick_size <= 0 or lot_size <= 0:
+        raise ServiceError("Tick and lot sizes must be positive", code="INVALID_MARKET")
+    smallest_quote = Decimal(1).scaleb(-quote.precision)
+    if (tick_size * lot_size) % smallest_quote != 0:
+        raise ServiceError(
+            f"tick × lot ({(tick_size * lot_size).normalize():f}) must be a whole number of "
+            f"{quote.symbol}'s smallest unit ({smallest_quote})",
+            code="INVALID_MARKET",
+        )
+    if lot_size % Decimal(1).scaleb(-base.precision) != 0:
+        raise ServiceError(f"lot size must be a whole number of {base.symbol}'s smallest unit", code="INVALID_MARKET")
+
+
+@transaction.atomic
+def market_create(
+    *,
+    base: Asset,
+    quote: Asset,
+    tick_size: Decimal,
+    lot_size: Decimal,
+    min_quantity: Decimal = Decimal(0),
+    min_notional: Decimal = Decimal(0),
+    status: str = Market.Status.OPEN,
+    maker_fee_rate: Decimal = Decimal("0.001"),
+    taker_fee_rate: Decimal = Decimal("0.002"),
+    band_bps: int = 0,
+    reference_price: Decimal | None = None,
+) -> Market:
+    """Create a market and tell the engine. Tick and lot are fixed from here on."""
+    _check_market_units(base=base, quote=quote, tick_size=tick_size, lot_size=lot_size)
+    market = Market.objects.create(
+        symbol=f"{base.symbol}_{quote.symbol}", base=base, quote=quote, tick_size=tick_size, lot_size=lot_size,
+        min_quantity=min_quantity, min_notional=min_notional, status=status, maker_fee_rate=maker_fee_rate,
+        taker_fee_rate=taker_fee_rate, band_bps=band_bps, reference_price=reference_price,
+    )
+    messaging.enqueue_on_commit([messaging.market_message(market, created=True)])
+    return market
+
+
+MARKET_MUTABLE = frozenset(
+    {"status", "maker_fee_rate", "taker_fee_rate", "band_bps", "reference_price", "min_quantity", "min_notional", "max_quantity"}
+)
+
+
+@transaction.atomic
+def market_update(*, market_id: int, **changes: Any) -> Market:
+    """Change what may change on a market (not tick, lot or assets) and tell the engine."""
+    fixed = set(changes) - MARKET_MUTABLE
+    if fixed:
+        raise ServiceError(f"Cannot change {', '.join(sorted(fixed))} of an existing market", code="INVALID_MARKET")
+    market = Market.objects.select_for_update().get(pk=market_id)
+    for name, value in changes.items():
+        setattr(market, name, value)
+    market.save()
+    messaging.enqueue_on_commit(
+        [messaging.market_message(market, created=False, with_reference="reference_price" in changes)]
+    )
+    return market
+
+
+def market_get(symbol: object) -> Market:
+    if not isinstance(symbol, str) or not symbol:
+        raise ServiceError("symbol is required", code="INVALID_SYMBOL")
+    try:
+        return Market.objects.select_related("base", "quote").get(symbol=symbol)
+    except Market.DoesNotExist:
+        raise ServiceError(f"Unknown market {symbol[:40]!r}", code="INVALID_MARKET") from None
+
+
+# --- orders -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    price_ticks: int | None
+    quantity_lots: int | None
+    lock_asset: Asset
+    lock_amount: Decimal
+    engine_cap: int | None
+
+
+def _depth_asks(market: Market) -> list[tuple[Decimal, Decimal]]:
+    """The ask side of the engine's latest L2 snapshot in Redis (never a scan of orders)."""
+    from marketdata.depth import depth_snapshot  # deferred: marketdata imports trading
+
+    snapshot = depth_snapshot(market.symbol)
+    return [(Decimal(p), Decimal(q)) for p, q in snapshot.get("asks", [])] if snapshot else []
+
+
+def _market_buy_cost(market: Market, quantity: Decimal) -> Decimal:
+    asks = _depth_asks(market)
+    if not asks:
+        raise ServiceError("No liquidity: the book has no asks", code="INVALID_ORDER")
+    remaining, cost = quantity, Decimal(0)
+    for price, size in asks:
+        take = min(size, remaining)
+        cost += take * price
+        remaining -= take
+        if remaining <= 0:
+            break
+    if remaining > 0:
+        # Deeper than the snapshot shows: price the rest at its worst level.
+        cost += remaining * asks[-1][0]
+    return cost * (1 + MARKET_BUY_BUFFER)
+
+
+def _size_order(market: Market, params: OrderParams) -> _Sized:
+    """Check the order against the market and work out what it locks (ARCHITECTURE "Money")."""
+    quote_places = market.quote.precision
+    unit = market.tick_size * market.lot_size
+    if params.side not in Order.Side.values:
+        raise ServiceError("side must be Bid or Ask", code="INVALID_ORDER")
+    if params.order_type not in Order.Type.values:
+        raise ServiceError("orderType must be Limit or Market", code="INVALID_ORDER")
+    if params.time_in_force not in Order.TimeInForce.values:
+        raise ServiceError("timeInForce must be GTC, IOC or FOK", code="INVALID_ORDER")
+    if params.self_trade_prevention not in Order.SelfTradePrevention.values:
+        raise ServiceError("selfTradePrevention must be RejectTaker, RejectMaker or RejectBoth", code="INVALID_ORDER")
+
+    status = market.status
+    if status in (Market.Status.CANCEL_ONLY, Market.Status.CLOSED):
+        raise ServiceError(f"{market.symbol} is {status}: no new orders", code="TRADING_PAUSED")
+    if params.order_type == Order.Type.MARKET and status != Market.Status.OPEN:
+        raise ServiceError(f"{market.symbol} is {status}: no market orders", code="INVALID_ORDER")
+    if status == Market.Status.POST_ONLY and not params.post_only:
+        raise ServiceError(f"{market.symbol} is PostOnly: only post-only limit orders", code="INVALID_ORDER")
+
+    lots = None
+    if params.quantity is not None:
+        if params.quantity <= 0:
+            raise ServiceError("quantity must be positive", code="INVALID_QUANTITY")
+        lots = steps(params.quantity, market.lot_size, field="quantity", code="INVALID_QUANTITY")
+        if params.quantity < market.min_quantity:
+            raise ServiceError(f"quantity is below the minimum {market.min_quantity.normalize():f}", code="INVALID_QUANTITY")
+        if market.max_quantity is not None and params.quantity > market.max_quantity:
+            raise ServiceError(f"quantity is above the maximum {market.max_quantity.normalize():f}", code="INVALID_QUANTITY")
+
+    if params.order_type == Order.Type.LIMIT:
+        if params.price is None:
+            raise ServiceError("price is required for a limit order", code="INVALID_PRICE")
+        if params.price <= 0:
+            raise ServiceError("price must be positive", code="INVALID_PRICE")
+        if params.quantity is None or lots is None:
+            raise ServiceError("quantity is required for a limit order", code="INVALID_QUANTITY")
+        if params.quote_quantity is not None:
+            raise ServiceError("quoteQuantity is only for market orders", code="INVALID_ORDER")
+        ticks = steps(params.price, market.tick_size, field="price", code="INVALID_PRICE")
+        notional = params.price * params.quantity
+        if notional < market.min_notional:
+            raise ServiceError(f"notional {notional.normalize():f} is below the minimum {market.min_notional.normalize():f}", code="INVALID_ORDER")
+        if params.side == Order.Side.BID:
+            return _Sized(ticks, lots, market.quote, bid_lock(notional, market.taker_fee_rate, quote_places), None)
+        return _Sized(ticks, lots, market.base, params.quantity, None)
+
+    # Market orders never rest: post-only makes no sense and time in force is IOC.
+    if params.price is not None:
+        raise ServiceError("price is not allowed on a market order", code="INVALID_PRICE")
+    if params.post_only:
+        raise ServiceError("a market order cannot be post-only", code="INVALID_ORDER")
+    if params.side == Order.Side.ASK:
+        if params.quantity is None or lots is None or params.quote_quantity is not None:
+            raise ServiceError("a market sell needs quantity (and no quoteQuantity)", code="INVALID_QUANTITY")
+        return _Sized(None, lots, market.base, params.quantity, None)
+    if params.quote_quantity is not None:
+        if params.quote_quantity <= 0:
+            raise ServiceError("quoteQuantity must be positive", code="INVALID_QUANTITY")
+        if params.quote_quantity != params.quote_quantity.quantize(Decimal(1).scaleb(-quote_places)) :
+            raise ServiceError(f"quoteQuantity has more than {quote_places} decimal places", code="INVALID_QUANTITY")
+        if params.quote_quantity < market.min_notional:
+            raise ServiceError("quoteQuantity is below the minimum notional", code="INVALID_ORDER")
+        cap = engine_quote_cap(params.quote_quantity, market.taker_fee_rate, unit)
+        if cap <= 0:
+            raise ServiceError("quoteQuantity is too small to buy anything", code="INVALID_QUANTITY")
+        return _Sized(None, lots, market.quote, params.quote_quantity, cap)
+    if params.quantity is None or lots is None:
+        raise ServiceError("a market buy needs quantity or quoteQuantity", code="INVALID_QUANTITY")
+    lock = quantize_up(_market_buy_cost(market, params.quantity) * (1 + market.taker_fee_rate), quote_places)
+    return _Sized(None, lots, market.quote, lock, engine_quote_cap(lock, market.taker_fee_rate, unit))
+
+
+def _same_request(order: Order, params: OrderParams) -> bool:
+    return (
+        order.side == params.side and order.order_type == params.order_type and order.price == params.price
+        and order.quantity == params.quantity and order.quote_quantity == params.quote_quantity
+        and order.time_in_force == params.time_in_force and order.post_only == params.post_only
+    )
+
+
+def _existing_by_client_id(user: User, client_id: int, market: Market, params: OrderParams) -> Order | None:
+    order = Order.objects.filter(user=user, client_id=client_id, status__in=Order.OPEN_STATUSES).first()
+    if order is None:
+        return None
+    if order.market_id != market.pk or not _same_request(order, params):
+        raise ServiceError(f"clientId {client_id} is in use by open order {order.pk}", code="INVALID_CLIENT_REQUEST")
+    return order
+
+
+def order_place(*, user: User, market: Market, params: OrderParams) -> Order:
+    """Accept an order: validated, funds locked, `Pending` in the database, queued after commit.
+
+    Idempotent by `client_id` among the user's open orders: the same request again returns
+    the order already placed; a different request with that id is refused.
+    """
+    if params.client_id is not None:
+        existing = _existing_by_client_id(user, params.client_id, market, params)
+        if existing is not None:
+            return existing
+    try:
+        return _order_place(user=user, market=market, params=params)
+    except IntegrityError as exc:
+        # Two requests with one clientId raced: the unique index let one through.
+        if params.client_id is None or "order_client_id_open_unique" not in str(exc):
+            raise
+        existing = _existing_by_client_id(user, params.client_id, market, params)
+        if existing is None:
+            raise
+        return existing
+
+
+@transaction.atomic
+def _order_place(*, user: User, market: Market, params: OrderParams) -> Order:
+    sized = _size_order(market, params)
+    order = Order.objects.create(
+        user=user, market=market, client_id=params.client_id, side=params.side, order_type=params.order_type,
+        time_in_force=params.time_in_force if params.order_type == Order.Type.LIMIT else Order.TimeInForce.IOC,
+        post_only=params.post_only, self_trade_prevention=params.self_trade_prevention, price=params.price,
+        quantity=params.quantity, quote_quantity=params.quote_quantity, locked=sized.lock_amount,
+        maker_fee_rate=market.maker_fee_rate, taker_fee_rate=market.taker_fee_rate, engine_cap=sized.engine_cap,
+    )
+    # Locks the balance row, refuses (InsufficientFunds) before anything is written.
+    balance_change(
+        user_id=user.pk, asset_id=sized.lock_asset.pk, available_delta=-sized.lock_amount,
+        locked_delta=sized.lock_amount, reason=LedgerEntry.Reason.ORDER_LOCK, reference=f"order:{order.pk}",
+        actor_id=user.pk,
+    )
+    order.market = market
+    messaging.enqueue_on_commit(
+        [messaging.place_message(order, price_ticks=sized.price_ticks, quantity_lots=sized.quantity_lots)]
+    )
+    return order
+
+
+def orders_place_batch(*, user: User, requests: list[tuple[Market, OrderParams]]) -> list[Order | ServiceError]:
+    """Place several orders in one request; each stands or falls alone, like Backpack's batch."""
+    results: list[Order | ServiceError] = []
+    for market, params in requests:
+        try:
+            results.append(order_place(user=user, market=market, params=params))
+        except ServiceError as exc:
+            results.append(exc)
+    return results
+
+
+def _open_order_for_update(*, user: User, market: Market, order_id: int | None, client_id: int | None) -> Order:
+    if order_id is None and client_id is None:
+        raise ServiceError("orderId or clientId is required", code="INVALID_CLIENT_REQUEST")
+    orders = Order.objects.select_for_update().select_related("market").filter(user=user, market=market)
+    if order_id is not None:
+        order = orders.filter(pk=order_id).first()
+    else:
+        order = orders.filter(client_id=client_id, status__in=Order.OPEN_STATUSES).first()
+    if order is None:
+        raise NotFound("Order not found")
+    if order.status not in Order.OPEN_STATUSES:
+        raise InvalidState(f"Order {order.pk} is already {order.status}", code="INVALID_ORDER")
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, user: User, market: Market, order_id: int | None = None, client_id: int | None = None) -> Order:
+    """Ask the engine to cancel an open order: written on the order first, then queued."""
+    order = _open_order_for_update(user=user, market=market, order_id=order_id, client_id=client_id)
+    if market.status == Market.Status.CLOSED:
+        raise ServiceError(f"{market.symbol} is Closed: cancels are not accepted", code="TRADING_PAUSED")
+    if order.cancel_requested_at is None:
+        order.cancel_requested_at = timezone.now()
+        order.save(update_fields=["cancel_requested_at", "updated_at"])
+    messaging.enqueue_on_commit([messaging.cancel_message(order)])
+    return order
+
+
+@transaction.atomic
+def order_cancel_all(*, user: User, market: Market | None = None) -> list[Order]:
+    """Ask the engine to cancel every open order of the user (in one market, or all)."""
+    orders = Order.objects.select_for_update().select_related("market").filter(user=user, status__in=Order.OPEN_STATUSES)
+    if market is not None:
+        orders = orders.filter(market=market)
+    orders = orders.exclude(market__status=Market.Status.CLOSED)
+    result = list(orders.order_by("pk"))
+    now = timezone.now()
+    to_mark = [order.pk for order in result if order.cancel_requested_at is None]
+    Order.objects.filter(pk__in=to_mark).update(cancel_requested_at=now, updated_at=now)
+    for order in result:
+        order.cancel_requested_at = order.cancel_requested_at or now
+    messaging.enqueue_on_commit([messaging.cancel_message(order) for order in result])
+    return result
+
+
+def orders_requeue_stale(*, older_than: timedelta = SWEEP_AFTER) -> tuple[int, int]:
+    """The sweep: re-queue orders still `Pending` and cancels still requested after a while.
+
+    A web process may die between commit and push; the engine ignores the duplicates this
+    makes. Returns (orders re-queued, cancels re-queued).
+    """
+    cutoff = timezone.now() - older_than
+    pending = list(
+        Order.objects.select_related("market").filter(status=Order.Status.PENDING, created_at__lt=cutoff).order_by("pk")
+    )
+    cancels = list(
+        Order.objects.select_related("market")
+        .filter(status__in=Order.OPEN_STATUSES, cancel_requested_at__lt=cutoff)
+        .order_by("pk")
+    )
+    messages = [place_message_for(order) for order in pending] + [messaging.cancel_message(o) for o in cancels]
+    messaging.enqueue(messages)
+    return len(pending), len(cancels)
+
+
+def place_message_for(order: Order) -> dict[str, Any]:
+    """The engine command for a stored order (re-queue and rebuild)."""
+    market = order.market
+    ticks = int(order.price / market.tick_size) if order.price is not None else None
+    lots = int(order.quantity / market.lot_size) if order.quantity is not None else None
+    return messaging.place_message(order, price_ticks=ticks, quantity_lots=lots)
+

@@ -6,6 +6,8 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("accounts.api.urls")),
     path("", include("trading.api.urls")),
+    path("", include("trading.urls")),
+    path("", include("marketdata.api.urls")),
 ]
 
 # Unknown URLs under /api and /wapi answer in the bot API's {"code","message"} shape.

@@ -1,0 +1,174 @@
+"""Reads of market data: klines from the stored candles, 24-hour tickers and trades."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from marketdata.candles import bucket_next, bucket_previous, bucket_start, bucket_starts
+from marketdata.models import Candle, Trade
+from trading.models import Market
+
+MAX_KLINES = 1000
+TICKER_WINDOW = timedelta(hours=24)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Kline:
+    start: datetime
+    end: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    trades: int
+    closed: bool  # the bucket has ended (end <= now): it will not change any more
+
+
+def klines(market: Market, interval: str, start: datetime, end: datetime, *, now: datetime) -> list[Kline]:
+    """The candles of the buckets that overlap [start, end) and have begun by `now`, oldest
+    first, at most MAX_KLINES (the newest ones: an over-long range loses its oldest end).
+
+    Gaps are filled: a bucket without trades is flat at the previous close with zero volume
+    and trades. Buckets before the market's first trade are left out (there is no price).
+    Precondition: `interval` is one of `marketdata.candles.INTERVALS`.
+    """
+    if end <= start:
+        return []
+    last = bucket_start(interval, min(end - timedelta(microseconds=1), now))
+    first = bucket_start(interval, start)
+    if last < first:
+        return []
+    oldest_allowed = last
+    for _ in range(MAX_KLINES - 1):
+        if oldest_allowed <= first:
+            break
+        oldest_allowed = bucket_previous(interval, oldest_allowed)
+    first = max(first, oldest_allowed)
+
+    stored = {
+        candle.start: candle
+        for candle in Candle.objects.filter(market=market, interval=interval, start__gte=first, start__lte=last)
+    }
+    # The close before the range, for leading gaps: one index probe (market, interval, start DESC).
+    before = (
+        Candle.objects.filter(market=market, interval=interval, start__lt=first)
+        .order_by("-start")
+        .values_list("close", flat=True)
+        .first()
+    )
+    previous_close: Decimal | None = before
+    out: list[Kline] = []
+    for bucket in bucket_starts(interval, first, last):
+        bucket_end = bucket_next(interval, bucket)
+        candle = stored.get(bucket)
+        if candle is not None:
+            out.append(Kline(
+                start=bucket, end=bucket_end, open=candle.open, high=candle.high, low=candle.low,
+                close=candle.close, volume=candle.volume, quote_volume=candle.quote_volume,
+                trades=candle.trades, closed=bucket_end <= now,
+            ))
+            previous_close = candle.close
+        elif previous_close is not None:
+            out.append(Kline(
+                start=bucket, end=bucket_end, open=previous_close, high=previous_close, low=previous_close,
+                close=previous_close, volume=ZERO, quote_volume=ZERO, trades=0, closed=bucket_end <= now,
+            ))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    symbol: str
+    first_price: Decimal | None
+    last_price: Decimal | None
+    high: Decimal | None
+    low: Decimal | None
+    volume: Decimal
+    quote_volume: Decimal
+    trades: int
+
+    @property
+    def price_change(self) -> Decimal | None:
+        if self.first_price is None or self.last_price is None:
+            return None
+        return self.last_price - self.first_price
+
+    @property
+    def price_change_percent(self) -> Decimal | None:
+        """A fraction, as Backpack sends it (-0.031279 is -3.13%)."""
+        change = self.price_change
+        if change is None or not self.first_price:
+            return None
+        return change / self.first_price
+
+
+# Rolling 24 hours from the trades themselves, window [since, now] inclusive at both ends:
+# candles would blur the edges to a bucket. Per market, one aggregate over the window plus
+# two LIMIT 1 probes for the first and last price, all on the (market, time) index
+# (TimescaleDB also skips chunks outside the window). `before` is the last trade at or
+# before `now`, so a quiet market still shows its last price: first = last = high = low
+# with zero volume, as exchanges show it.
+_TICKERS = """
+SELECT m.symbol, f.price, l.price, a.high, a.low, a.volume, a.quote_volume, a.trades, before.price
+FROM trading_market m
+CROSS JOIN LATERAL (
+    SELECT max(t.price) AS high, min(t.price) AS low, coalesce(sum(t.quantity), 0) AS volume,
+           coalesce(sum(t.quote_quantity), 0) AS quote_volume, count(*) AS trades
+    FROM marketdata_trade t WHERE t.market_id = m.id AND t.time >= %(since)s AND t.time <= %(now)s
+) a
+LEFT JOIN LATERAL (
+    SELECT t.price FROM marketdata_trade t
+    WHERE t.market_id = m.id AND t.time >= %(since)s AND t.time <= %(now)s
+    ORDER BY t.time, t.trade_id LIMIT 1
+) f ON true
+LEFT JOIN LATERAL (
+    SELECT t.price FROM marketdata_trade t
+    WHERE t.market_id = m.id AND t.time >= %(since)s AND t.time <= %(now)s
+    ORDER BY t.time DESC, t.trade_id DESC LIMIT 1
+) l ON true
+LEFT JOIN LATERAL (
+    SELECT t.price FROM marketdata_trade t
+    WHERE t.market_id = m.id AND t.time < %(since)s
+    ORDER BY t.time DESC, t.trade_id DESC LIMIT 1
+) before ON a.trades = 0
+WHERE %(market_id)s::bigint IS NULL OR m.id = %(market_id)s::bigint
+ORDER BY m.symbol
+"""
+
+
+def _tickers(now: datetime, market_id: int | None) -> list[Ticker]:
+    with connection.cursor() as cursor:
+        cursor.execute(_TICKERS, {"since": now - TICKER_WINDOW, "now": now, "market_id": market_id})
+        rows = cursor.fetchall()
+    out = []
+    for symbol, first, last, high, low, volume, quote_volume, trades, before in rows:
+        if not trades:
+            first = last = high = low = before
+        out.append(Ticker(
+            symbol=symbol, first_price=first, last_price=last, high=high, low=low,
+            volume=volume, quote_volume=quote_volume, trades=int(trades),
+        ))
+    return out
+
+
+def ticker(market: Market, now: datetime) -> Ticker:
+    """The market's rolling 24-hour statistics over [now - 24 h, now]."""
+    return _tickers(now, market.pk)[0]
+
+
+def tickers(now: datetime) -> list[Ticker]:
+    """Every market's ticker (as `ticker`), by symbol, in one query."""
+    return _tickers(now, None)
+
+
+def trades_recent(market: Market, *, limit: int, offset: int = 0) -> QuerySet[Trade]:
+    """The market's trades, newest first."""
+    return Trade.objects.filter(market=market).order_by("-time", "-trade_id")[offset : offset + limit]

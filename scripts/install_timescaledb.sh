@@ -9,16 +9,8 @@ PG_CONF="/etc/postgresql/${PG_MAJOR}/main/postgresql.conf"
 PG_LIBDIR="$(/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/${PG_MAJOR}/lib)"
 WORK="${TIMESCALEDB_BUILD_DIR:-/var/cache/bourse-timescaledb}"
 
-log() { echo "[timescaledb] $*"; }
-
-apt_updated=0
-apt_install() {
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ $apt_updated -eq 0 ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 if ! ls "$PG_LIBDIR"/timescaledb-*.so >/dev/null 2>&1; then
   log "building from trixie source"

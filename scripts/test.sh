@@ -5,34 +5,12 @@
 # to pytest, e.g. `scripts/test.sh accounts -k withdrawal`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT="$PWD"
 
-log() { echo "[test.sh] $*"; }
-
-apt_updated=0
-apt_install() {
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  if [ $apt_updated -eq 0 ]; then apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # --- Python ------------------------------------------------------------------------------
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-if [ ! -x .venv/bin/python ]; then
-  log "creating .venv with $($PYTHON --version)"
-  "$PYTHON" -m venv .venv
-fi
-stamp=".venv/.requirements.sha256"
-want="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing Python packages"
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
-  echo "$want" > "$stamp"
-fi
+ensure_venv requirements-dev.txt .requirements.sha256 requirements.txt requirements-dev.txt
 
 # --- Redis -------------------------------------------------------------------------------
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi

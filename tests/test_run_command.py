@@ -46,6 +46,8 @@ def _env(var_dir: Path) -> dict[str, str]:
         if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "STATIC_ROOT"}
     }
     env["BOURSE_VAR_DIR"] = str(var_dir)
+    # No demo markets or market maker: the tests set up (and trade on) their own markets.
+    env["BOURSE_DEMO"] = "0"
     return env
 
 

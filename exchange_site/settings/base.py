@@ -170,12 +170,16 @@ BOURSE_DEFAULT_WITHDRAWAL_LIMIT_24H = (
     if os.environ.get("BOURSE_DEFAULT_WITHDRAWAL_LIMIT_24H")
     else None
 )
+# Demo markets and a funded market maker on first run (bootstrap_markets); local.py turns it on.
+BOURSE_DEMO = env_bool("BOURSE_DEMO", False)
 # The user that owns the house (fee) account.
 BOURSE_HOUSE_USERNAME = os.environ.get("BOURSE_HOUSE_USERNAME", "house")
 # Signed requests: the largest window a client may ask for (ms).
 BOURSE_MAX_SIGNATURE_WINDOW_MS = 60_000
 # How long an Idempotency-Key's stored answer is kept (hours).
 BOURSE_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("BOURSE_IDEMPOTENCY_TTL_HOURS", "24"))
+# Trades older than this many days are dropped (whole TimescaleDB chunks; 0 keeps them forever).
+BOURSE_TRADE_RETENTION_DAYS = int(os.environ.get("BOURSE_TRADE_RETENTION_DAYS", "365"))
 
 LOGGING = {
     "version": 1,

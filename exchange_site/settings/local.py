@@ -4,3 +4,4 @@ from .base import *  # noqa: F403
 from .base import env_bool
 
 DEBUG = env_bool("DEBUG", True)
+BOURSE_DEMO = env_bool("BOURSE_DEMO", True)

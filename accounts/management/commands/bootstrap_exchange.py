@@ -2,7 +2,8 @@
 
 `scripts/bourse.py run` runs it after migrate. It creates what a fresh exchange needs and
 changes nothing that already exists: the house (fee) account's user, the default assets,
-and, when BOURSE_ADMIN_PASSWORD is set, a superuser `admin`.
+and, when BOURSE_ADMIN_PASSWORD is set, a superuser `admin`; with BOURSE_DEMO on, the demo
+markets and their market maker (trading's `bootstrap_markets`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -50,3 +52,5 @@ class Command(BaseCommand):
 
         summary = ", ".join(created) if created else "nothing new"
         self.stdout.write(f"bootstrap_exchange: house user {house.username!r}; created {summary}")
+        # Demo markets and a funded market maker, only with BOURSE_DEMO on (trading's command).
+        call_command("bootstrap_markets", stdout=self.stdout)

@@ -24,6 +24,7 @@ from accounts import selectors, services
 from accounts.errors import ServiceError
 from accounts.forms import ApiKeyForm, DepositForm, SignupForm, WithdrawForm, service_error_text
 from accounts.models import ApiKey, Asset, Deposit, User
+from trading.views import markets_overview
 
 HISTORY_ROWS = 20
 LEDGER_ROWS = 25
@@ -56,9 +57,7 @@ def _amount(value: Decimal, asset: Asset) -> str:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("accounts:account")
-    return render(request, "home.html")
+    return render(request, "home.html", {"rows": markets_overview()})
 
 
 def signup(request: HttpRequest) -> HttpResponse:

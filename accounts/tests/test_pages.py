@@ -53,12 +53,15 @@ def test_posts_require_login_and_change_nothing(client: Client, usd: Asset, name
     assert not Deposit.objects.exists() and not Withdrawal.objects.exists()
 
 
-def test_landing_page_invites_to_sign_up_and_sends_members_to_their_account(client: Client, user: User) -> None:
+def test_landing_page_invites_to_sign_up_and_shows_members_the_markets(client: Client, user: User) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert reverse("accounts:signup") in response.content.decode()
     client.force_login(user)
-    assert client.get("/")["Location"] == reverse("accounts:account")
+    response = client.get("/")
+    assert response.status_code == 200
+    assert reverse("accounts:signup") not in response.content.decode()
+    assert 'id="markets-table"' in response.content.decode()
 
 
 # --- Sign-up, log in, log out -------------------------------------------------------------

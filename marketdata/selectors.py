@@ -53,9 +53,13 @@ def klines(market: Market, interval: str, start: datetime, end: datetime, *, now
         oldest_allowed = bucket_previous(interval, oldest_allowed)
     first = max(first, oldest_allowed)
 
+    # Plain tuples, not model instances: for 1,000 candles Model.__init__ alone costs more
+    # than the index scan (bench/marketdata_bench.py).
     stored = {
-        candle.start: candle
-        for candle in Candle.objects.filter(market=market, interval=interval, start__gte=first, start__lte=last)
+        row[0]: row
+        for row in Candle.objects.filter(
+            market=market, interval=interval, start__gte=first, start__lte=last
+        ).values_list("start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
     }
     # The close before the range, for leading gaps: one index probe (market, interval, start DESC).
     before = (
@@ -70,12 +74,12 @@ def klines(market: Market, interval: str, start: datetime, end: datetime, *, now
         bucket_end = bucket_next(interval, bucket)
         candle = stored.get(bucket)
         if candle is not None:
+            _start, open_, high, low, close, volume, quote_volume, trades = candle
             out.append(Kline(
-                start=bucket, end=bucket_end, open=candle.open, high=candle.high, low=candle.low,
-                close=candle.close, volume=candle.volume, quote_volume=candle.quote_volume,
-                trades=candle.trades, closed=bucket_end <= now,
+                start=bucket, end=bucket_end, open=open_, high=high, low=low, close=close, volume=volume,
+                quote_volume=quote_volume, trades=trades, closed=bucket_end <= now,
             ))
-            previous_close = candle.close
+            previous_close = close
         elif previous_close is not None:
             out.append(Kline(
                 start=bucket, end=bucket_end, open=previous_close, high=previous_close, low=previous_close,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from marketdata.models import Trade
@@ -40,6 +41,9 @@ def trade(row: Trade) -> dict[str, Any]:
     }
 
 
+# Cached: a chart asks for the same buckets again and again, and strftime is the dearest
+# step of serializing 1,000 candles.
+@lru_cache(maxsize=16384)
 def _kline_time(value: datetime) -> str:
     return value.strftime(_KLINE_TIME)
 

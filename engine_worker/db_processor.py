@@ -37,6 +37,7 @@ from engine_worker.transport import (
 )
 from engine_worker.worker import Publisher
 from marketdata.realtime import user_group
+from marketdata.streams import publish_after_commit
 
 logger = logging.getLogger("bourse.db_processor")
 
@@ -77,6 +78,9 @@ def process_batches(payloads: Sequence[dict[str, Any]], *, publisher: Publisher 
         _record_gaps(redis, result.gaps, drops)
     if result.balance_keys:
         _publish_balances(result.balance_keys, publisher)
+    if result.trades:
+        # The ticker and kline streams, read from the candles just committed.
+        publish_after_commit(payloads, publisher)
     return result
 
 
@@ -89,7 +93,10 @@ def _record_gaps(redis: Redis, gaps: dict[str, int], known: dict[str, int]) -> N
     pipe.execute()
     messages = get_queue(MESSAGES_QUEUE)
     for symbol, epoch in sorted(gaps.items()):
-        push_job(messages, ENGINE_JOB, {"kind": "rebuild", "reason": "gap", "symbol": symbol, "epoch": epoch})
+        push_job(
+            messages, ENGINE_JOB, {"kind": "rebuild", "reason": "gap", "symbol": symbol, "epoch": epoch},
+            description=f"rebuild {symbol}",
+        )
         logger.error("asked the engine to rebuild %s (gap, epoch %d)", symbol, epoch)
 
 

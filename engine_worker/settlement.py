@@ -45,6 +45,7 @@ from engine_worker.engine import (
     Trade,
 )
 from engine_worker.engine.types import REQ_CANCEL, REQ_PLACE
+from marketdata.candles import CandleTrade, candles_apply
 from trading.models import Market, MarketState, Order
 from trading.money import fee as fill_fee
 
@@ -101,7 +102,7 @@ class _Rows:
     trades: list[tuple[Any, ...]] = field(default_factory=list)
     fills: list[tuple[Any, ...]] = field(default_factory=list)
     ledger: list[LedgerChange] = field(default_factory=list)
-    orders: dict[int, Order] = field(default_factory=dict)  # changed orders by id
+    orders: dict[int, _OrderRow] = field(default_factory=dict)  # changed orders by id
     house_fees: list[tuple[int, str, Decimal]] = field(default_factory=list)  # (quote asset, reference, amount)
 
 
@@ -143,13 +144,44 @@ def _market_info(market: Market, state: MarketState | None) -> _MarketInfo:
     )
 
 
-def _lock_orders(order_ids: Iterable[int]) -> dict[int, Order]:
+@dataclass(slots=True)
+class _OrderRow:
+    """The columns of a locked order the settlement reads and writes (named as on Order)."""
+
+    pk: int
+    user_id: int
+    market_id: int
+    side: str
+    status: str
+    executed_quantity: Decimal
+    executed_quote_quantity: Decimal
+    fee_paid: Decimal
+    locked: Decimal
+    maker_fee_rate: Decimal
+    taker_fee_rate: Decimal
+    cancel_requested_at: datetime | None
+    accepted_seq: int | None
+    reason: str
+
+
+_ORDER_COLUMNS = (
+    "id, user_id, market_id, side, status, executed_quantity, executed_quote_quantity, fee_paid, locked,"
+    " maker_fee_rate, taker_fee_rate, cancel_requested_at, accepted_seq, reason"
+)
+
+
+def _lock_orders(order_ids: Iterable[int]) -> dict[int, _OrderRow]:
     ids = sorted(set(order_ids))
     if not ids:
         return {}
     # `= ANY(array)`: one parameter however many orders (an IN list grows the statement).
-    rows = Order.objects.raw("SELECT * FROM trading_order WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", [ids])
-    return {order.pk: order for order in rows}
+    # Plain rows, not model instances: a batch locks thousands of orders, and Model.__init__
+    # (with its signals) cost more than the query.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_ORDER_COLUMNS} FROM trading_order WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE", [ids]
+        )
+        return {row[0]: _OrderRow(*row) for row in cursor.fetchall()}
 
 
 def _event_order_ids(event: Event) -> tuple[int, ...]:
@@ -245,7 +277,7 @@ def settlement_apply(
 
 
 def _apply_event(
-    event: Event, info: _MarketInfo, orders: dict[int, Order], rows: _Rows, result: SettlementResult
+    event: Event, info: _MarketInfo, orders: dict[int, _OrderRow], rows: _Rows, result: SettlementResult
 ) -> None:
     if isinstance(event, Trade):
         _apply_trade(event, info, orders, rows)
@@ -273,7 +305,7 @@ def _apply_event(
         logger.warning("%s: amend of order %d ignored (not supported by the DB side)", info.symbol, event.order_id)
 
 
-def _apply_trade(event: Trade, info: _MarketInfo, orders: dict[int, Order], rows: _Rows) -> None:
+def _apply_trade(event: Trade, info: _MarketInfo, orders: dict[int, _OrderRow], rows: _Rows) -> None:
     maker = orders.get(event.maker_order_id)
     taker = orders.get(event.taker_order_id)
     if maker is None or taker is None:
@@ -322,7 +354,7 @@ def _apply_trade(event: Trade, info: _MarketInfo, orders: dict[int, Order], rows
         rows.house_fees.append((quote, ref, buy_fee + sell_fee))
 
 
-def _release(order: Order, info: _MarketInfo, rows: _Rows) -> None:
+def _release(order: _OrderRow, info: _MarketInfo, rows: _Rows) -> None:
     """Give back what the finished order still locks: the unspent quote of a bid (better
     prices, an IOC/market remainder, a cancel) or the unsold base of an ask."""
     if order.locked:
@@ -334,7 +366,7 @@ def _release(order: Order, info: _MarketInfo, rows: _Rows) -> None:
 
 
 def _apply_order_state(
-    event: OrderUpdate | OrderCancelled | OrderExpired, info: _MarketInfo, orders: dict[int, Order], rows: _Rows
+    event: OrderUpdate | OrderCancelled | OrderExpired, info: _MarketInfo, orders: dict[int, _OrderRow], rows: _Rows
 ) -> None:
     order = orders.get(event.order_id)
     if order is None:
@@ -357,7 +389,7 @@ def _apply_order_state(
 
 
 def _apply_rejected(
-    event: OrderRejected, orders: dict[int, Order], markets_by_id: Mapping[int, _MarketInfo], rows: _Rows
+    event: OrderRejected, orders: dict[int, _OrderRow], markets_by_id: Mapping[int, _MarketInfo], rows: _Rows
 ) -> None:
     if event.order_id is None:
         return
@@ -417,6 +449,8 @@ def _write(rows: _Rows, markets: Mapping[str, _MarketInfo], result: SettlementRe
              "is_maker", "created_at"),
             rows.fills,
         )
+        # The candles of these trades, in the same transaction (so also exactly once).
+        candles_apply(trades=[CandleTrade(t[0], t[1], t[2], t[3], t[4], t[10]) for t in rows.trades])
     if rows.orders:
         changed = list(rows.orders.values())
         with connection.cursor() as cursor:

@@ -37,8 +37,16 @@ def enqueue(messages: Iterable[dict[str, Any]]) -> None:
     if not batch:
         return
     queue = messages_queue()
+    # A short description instead of RQ's default repr of the call (costly, and the
+    # message's kind and order are what the dashboard needs).
     queue.enqueue_many(
-        [Queue.prepare_data(ENGINE_JOB, args=(message,), result_ttl=0, failure_ttl=3600) for message in batch]
+        [
+            Queue.prepare_data(
+                ENGINE_JOB, args=(message,), result_ttl=0, failure_ttl=3600,
+                description=f"{message.get('kind')} {message.get('symbol', '')} {message.get('order_id', '')}".strip(),
+            )
+            for message in batch
+        ]
     )
 
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import QuerySet
 
-from marketdata.candles import bucket_next, bucket_previous, bucket_start, bucket_starts
-from marketdata.models import Candle, Trade
+from marketdata.candles import MONTH, WIDTHS, bucket_next, bucket_previous, bucket_start, bucket_starts
+from marketdata.models import Trade
 from trading.models import Market
 
 MAX_KLINES = 1000
@@ -20,16 +20,49 @@ ZERO = Decimal(0)
 
 @dataclass(frozen=True, slots=True)
 class Kline:
-    start: datetime
-    end: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
+    """One candle as the API sends it. Times are epoch seconds; prices and volumes are
+    decimal strings formatted by PostgreSQL (`trim_scale(x)::text`, "100.5" not
+    "100.5000000000000000"): turning 8,000 numerics into Decimals and back cost more than
+    the index scan itself (bench/marketdata_bench.py)."""
+
+    start: int
+    end: int
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
     trades: int
     closed: bool  # the bucket has ended (end <= now): it will not change any more
+
+
+_CANDLES_SQL = """
+SELECT extract(epoch FROM start)::bigint, trim_scale(open)::text, trim_scale(high)::text,
+       trim_scale(low)::text, trim_scale(close)::text, trim_scale(volume)::text,
+       trim_scale(quote_volume)::text, trades
+FROM marketdata_candle
+WHERE market_id = %s AND interval = %s AND start >= %s AND start <= %s
+"""
+# The close before the range, for leading gaps: one probe of (market, interval, start DESC).
+_CLOSE_BEFORE_SQL = """
+SELECT trim_scale(close)::text FROM marketdata_candle
+WHERE market_id = %s AND interval = %s AND start < %s
+ORDER BY start DESC LIMIT 1
+"""
+
+
+def _epoch(when: datetime) -> int:
+    return int(when.timestamp())
+
+
+def _bucket_epochs(interval: str, first: datetime, last: datetime) -> list[int]:
+    """Bucket starts from `first` to `last` inclusive, plus the end of the last one."""
+    if interval == MONTH:
+        starts = [*bucket_starts(interval, first, last), bucket_next(interval, last)]
+        return [_epoch(start) for start in starts]
+    width = int(WIDTHS[interval].total_seconds())
+    return list(range(_epoch(first), _epoch(last) + width + 1, width))
 
 
 def klines(market: Market, interval: str, start: datetime, end: datetime, *, now: datetime) -> list[Kline]:
@@ -53,38 +86,25 @@ def klines(market: Market, interval: str, start: datetime, end: datetime, *, now
         oldest_allowed = bucket_previous(interval, oldest_allowed)
     first = max(first, oldest_allowed)
 
-    # Plain tuples, not model instances: for 1,000 candles Model.__init__ alone costs more
-    # than the index scan (bench/marketdata_bench.py).
-    stored = {
-        row[0]: row
-        for row in Candle.objects.filter(
-            market=market, interval=interval, start__gte=first, start__lte=last
-        ).values_list("start", "open", "high", "low", "close", "volume", "quote_volume", "trades")
-    }
-    # The close before the range, for leading gaps: one index probe (market, interval, start DESC).
-    before = (
-        Candle.objects.filter(market=market, interval=interval, start__lt=first)
-        .order_by("-start")
-        .values_list("close", flat=True)
-        .first()
-    )
-    previous_close: Decimal | None = before
+    with connection.cursor() as cursor:
+        cursor.execute(_CANDLES_SQL, [market.pk, interval, first, last])
+        stored = {row[0]: row for row in cursor.fetchall()}
+        cursor.execute(_CLOSE_BEFORE_SQL, [market.pk, interval, first])
+        before = cursor.fetchone()
+    previous_close: str | None = before[0] if before else None
+    now_epoch = _epoch(now)
+    edges = _bucket_epochs(interval, first, last)
     out: list[Kline] = []
-    for bucket in bucket_starts(interval, first, last):
-        bucket_end = bucket_next(interval, bucket)
+    for bucket, bucket_end in zip(edges, edges[1:], strict=False):
         candle = stored.get(bucket)
         if candle is not None:
             _start, open_, high, low, close, volume, quote_volume, trades = candle
-            out.append(Kline(
-                start=bucket, end=bucket_end, open=open_, high=high, low=low, close=close, volume=volume,
-                quote_volume=quote_volume, trades=trades, closed=bucket_end <= now,
-            ))
+            out.append(Kline(bucket, bucket_end, open_, high, low, close, volume, quote_volume, trades,
+                             bucket_end <= now_epoch))
             previous_close = close
         elif previous_close is not None:
-            out.append(Kline(
-                start=bucket, end=bucket_end, open=previous_close, high=previous_close, low=previous_close,
-                close=previous_close, volume=ZERO, quote_volume=ZERO, trades=0, closed=bucket_end <= now,
-            ))
+            out.append(Kline(bucket, bucket_end, previous_close, previous_close, previous_close, previous_close,
+                             "0", "0", 0, bucket_end <= now_epoch))
     return out
 
 

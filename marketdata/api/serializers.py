@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -44,20 +44,20 @@ def trade(row: Trade) -> dict[str, Any]:
 # Cached: a chart asks for the same buckets again and again, and strftime is the dearest
 # step of serializing 1,000 candles.
 @lru_cache(maxsize=16384)
-def _kline_time(value: datetime) -> str:
-    return value.strftime(_KLINE_TIME)
+def _kline_time(epoch: int) -> str:
+    return time.strftime(_KLINE_TIME, time.gmtime(epoch))
 
 
 def kline(row: Kline) -> dict[str, Any]:
     return {
         "start": _kline_time(row.start),
         "end": _kline_time(row.end),
-        "open": decimal(row.open),
-        "high": decimal(row.high),
-        "low": decimal(row.low),
-        "close": decimal(row.close),
-        "volume": decimal(row.volume),
-        "quoteVolume": decimal(row.quote_volume),
+        "open": row.open,
+        "high": row.high,
+        "low": row.low,
+        "close": row.close,
+        "volume": row.volume,
+        "quoteVolume": row.quote_volume,
         "trades": str(row.trades),
         # Not in Backpack's shape: whether the bucket has ended (only the last one may not have).
         "closed": row.closed,

@@ -77,6 +77,10 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_log(self, text: str, *, count: int = 1, timeout: float = 60) -> None:
+        """Wait until the log holds `text` `count` times (it is appended to across restarts)."""
+        wait_until(lambda: self.log().count(text) >= count, timeout=timeout, message=f"{self.name} to log {text!r}")
+
 
 class Pipeline:
     """The engine and the DB processor, started against the test's database and Redis."""
@@ -97,6 +101,15 @@ class Pipeline:
         self.db_processor.start()
         self.engine.start()
         return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until both processes are up: the engine has rebuilt its books, the DB processor polls.
+
+        Until then commands only queue up, and the engine's rebuild replays them all as one
+        batch: a test that wants a fault point reached several times should wait first.
+        """
+        self.db_processor.wait_log("DB processor started", timeout=timeout)
+        self.engine.wait_log("engine rebuilt", timeout=timeout)
 
     def stop(self) -> None:
         self.engine.stop()

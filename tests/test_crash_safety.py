@@ -101,6 +101,7 @@ def test_kill_at_fault_point_loses_nothing(process: str, fault: str, pipeline: P
     other = pipeline.engine if process == "db_processor" else pipeline.db_processor
     other.start()
     victim.start(BOURSE_FAULT=fault, BOURSE_FAULT_AFTER="3")
+    pipeline.wait_ready()  # else a slow start replays the whole flow as one batch: too few hits
     _order_flow(market, users, ORDERS // 2, seed=1)
     assert victim.wait_dead(timeout=60) is not None, f"{process} did not die at {fault}\n{pipeline.logs()}"
     _order_flow(market, users, ORDERS // 2, seed=2)  # more flow while it is down

@@ -113,6 +113,9 @@ class Order(models.Model):
         null=True, blank=True, help_text="Quote cap handed to the engine, in tick × lot units (market buys)."
     )
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    requeued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweep last re-sent this order's place or cancel to the engine."
+    )
     accepted_seq = models.BigIntegerField(null=True, blank=True, help_text="Engine event sequence of acceptance: priority on rebuild.")
     reason = models.CharField(max_length=32, blank=True, help_text="Why it was cancelled, expired or rejected.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.errors import InvalidState, NotFound, ServiceError
@@ -27,6 +28,8 @@ from trading.money import bid_lock, engine_quote_cap, quantize_up, steps
 # margin, since the book may move before the engine sees the order; the rest is released.
 MARKET_BUY_BUFFER = Decimal("0.05")
 SWEEP_AFTER = timedelta(seconds=5)
+SWEEP_RESEND_AFTER = timedelta(seconds=30)
+SWEEP_LIMIT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,21 +351,32 @@ def order_cancel_all(*, user: User, market: Market | None = None) -> list[Order]
     return result
 
 
-def orders_requeue_stale(*, older_than: timedelta = SWEEP_AFTER) -> tuple[int, int]:
+def orders_requeue_stale(
+    *, older_than: timedelta = SWEEP_AFTER, resend_after: timedelta = SWEEP_RESEND_AFTER, limit: int = SWEEP_LIMIT
+) -> tuple[int, int]:
     """The sweep: re-queue orders still `Pending` and cancels still requested after a while.
 
     A web process may die between commit and push; the engine ignores the duplicates this
-    makes. Returns (orders re-queued, cancels re-queued).
+    makes. An order is re-sent at most once per `resend_after`: while the engine is down or
+    behind, re-sending every backlogged order on every pass would only grow its queue.
+    Returns (orders re-queued, cancels re-queued).
     """
-    cutoff = timezone.now() - older_than
+    now = timezone.now()
+    cutoff = now - older_than
+    not_recently = Q(requeued_at__isnull=True) | Q(requeued_at__lt=now - resend_after)
     pending = list(
-        Order.objects.select_related("market").filter(status=Order.Status.PENDING, created_at__lt=cutoff).order_by("pk")
+        Order.objects.select_related("market")
+        .filter(not_recently, status=Order.Status.PENDING, created_at__lt=cutoff)
+        .order_by("pk")[:limit]
     )
     cancels = list(
         Order.objects.select_related("market")
-        .filter(status__in=Order.OPEN_STATUSES, cancel_requested_at__lt=cutoff)
-        .order_by("pk")
+        .filter(not_recently, status__in=Order.OPEN_STATUSES, cancel_requested_at__lt=cutoff)
+        .order_by("pk")[:limit]
     )
+    if not pending and not cancels:
+        return 0, 0
+    Order.objects.filter(pk__in=[o.pk for o in pending] + [o.pk for o in cancels]).update(requeued_at=now)
     messages = [place_message_for(order) for order in pending] + [messaging.cancel_message(o) for o in cancels]
     messaging.enqueue(messages)
     return len(pending), len(cancels)

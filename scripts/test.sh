@@ -41,9 +41,13 @@ export DJANGO_SETTINGS_MODULE=exchange_site.settings.test
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bourse}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/11}"
 unset BOURSE_VAR_DIR
+# A temp dir of its own per database: pytest keeps only its three newest runs under
+# /tmp/pytest-of-<user>, so two runs side by side would delete each other's files
+# (an embedded PostgreSQL's data directory among them).
+basetemp="${TMPDIR:-/tmp}/bourse-pytest-$(printf '%s %s' "$DATABASE_URL" "$REDIS_URL" | sha1sum | cut -c1-10)"
 log "pytest against $DATABASE_URL and $REDIS_URL"
 set +e
-.venv/bin/python -m pytest --create-db "$@"
+.venv/bin/python -m pytest --create-db --basetemp="$basetemp" "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

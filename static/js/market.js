@@ -186,6 +186,7 @@
     this.prevPrice = null;
     this.interval = config.intervals[0];
     this.candles = [];
+    this.shown = [];         // the candles drawn, gaps filled (set by each render)
     this.chart = null;
     this.renderQueued = false;
     this.stream = new BourseStream({ path: config.wsPath });
@@ -583,6 +584,7 @@
       b.setAttribute("aria-pressed", on ? "true" : "false");
     });
     this.candles = [];
+    this.shown = [];         // the candles drawn, gaps filled (set by each render)
     this.candlesLoaded = false;
     this.drawCandles();
     this.loadCandles();

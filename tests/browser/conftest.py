@@ -13,16 +13,24 @@ from typing import Any
 
 import pytest
 
-# Playwright's sync API runs an asyncio loop in this thread; Django refuses ORM calls from
-# a thread with a running loop unless told the test knows what it is doing.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = os.environ.get("BOURSE_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT_DIR = Path(os.environ.get("BOURSE_SCREENSHOT_DIR", "/tmp/bourse-screenshots"))
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module", autouse=True)
+def _allow_orm_beside_playwright() -> Iterator[None]:
+    # Playwright's sync API runs an asyncio loop in this thread; Django refuses ORM calls
+    # from a thread with a running loop unless told the test knows what it is doing. Only
+    # for browser tests: the variable must not leak into other tests or their subprocesses.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
+
+
+# Module scope, not session: while Playwright runs, its event loop counts as running in
+# this thread, which breaks every later test that uses async_to_sync.
+@pytest.fixture(scope="module")
+def browser(_allow_orm_beside_playwright: None) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     from playwright.sync_api import sync_playwright

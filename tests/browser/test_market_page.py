@@ -160,7 +160,7 @@ def test_trading_screen_live_book_chart_and_my_orders(
     expect(page.locator("#book-bids .book__row").first).to_contain_text("99.75")
     expect(page.locator("#book-asks .book__row").last).to_contain_text("100.50")
     expect(page.locator("#trades-list .trade")).to_have_count(3)
-    page.wait_for_function("window.bourseMarket && window.bourseMarket.shown.length >= 80")
+    page.wait_for_function("((window.bourseMarket && window.bourseMarket.shown) || []).length >= 80")
     expect(page.locator("#ticker-last")).not_to_have_text("—")
     page.evaluate("window.__noReload = true")
 

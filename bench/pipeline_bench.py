@@ -62,18 +62,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cancel", type=float, default=0.10, help="cancels of live orders, per order placed")
     p.add_argument("--spread", type=float, default=12.0, help="std dev of order prices around the mid, in ticks")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--db", default="bourse_bench")
+    p.add_argument("--db", default=None, help="scratch database (default bourse_bench, or bourse_bench_http with --http)")
     p.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/3")
+    p.add_argument("--redis", default=None, help="Redis database (default db 3, or db 13 with --http)")
     p.add_argument("--timeout", type=float, default=600, help="give up waiting for the drain after this long")
     p.add_argument("--engine-args", default="", help="extra arguments for run_engine")
     p.add_argument("--dbp-args", default="", help="extra arguments for run_db_processor")
     p.add_argument("--http", action="store_true", help="run the HTTP bench instead of the queue bench")
-    p.add_argument("--http-seconds", type=float, default=30)
-    p.add_argument("--http-clients", type=int, default=8)
+    p.add_argument("--http-seconds", type=float, default=25, help="length of each HTTP phase")
+    p.add_argument("--http-clients", type=int, default=8, help="client connections in all (threads over --http-procs)")
+    p.add_argument("--http-procs", type=int, default=2, help="client processes (a single Python client can be the bottleneck)")
+    p.add_argument("--http-batch", type=int, default=50, help="orders per POST /api/v1/orders")
+    p.add_argument("--http-phases", default="single,batch", help="which HTTP phases to run: single, batch")
     p.add_argument("--daphnes", type=int, default=2)
-    p.add_argument("--log-dir", default="/tmp/bourse_bench")
-    return p.parse_args()
+    p.add_argument("--log-dir", default=None, help="default /tmp/bourse_bench, or /tmp/bourse_bench_http with --http")
+    args = p.parse_args()
+    # The HTTP bench gets its own scratch database, Redis db and logs, so it can run next to
+    # (not at the same time as: flock) the queue bench without dropping its database.
+    args.db = args.db or ("bourse_bench_http" if args.http else "bourse_bench")
+    args.redis = args.redis or ("redis://127.0.0.1:6379/13" if args.http else "redis://127.0.0.1:6379/3")
+    args.log_dir = args.log_dir or ("/tmp/bourse_bench_http" if args.http else "/tmp/bourse_bench")
+    return args
 
 
 ARGS = parse_args()
@@ -500,17 +509,84 @@ def check_ledger() -> bool:
 # --- HTTP ------------------------------------------------------------------------------------
 
 
-def http_bench(market: Any, users: list[Any]) -> None:
+def _http_order(rng: random.Random) -> dict[str, Any]:
+    side = "Bid" if rng.random() < 0.5 else "Ask"
+    price = (MID + int(rng.gauss(0, ARGS.spread)) + (2 if side == "Bid" else -2)) * TICK
+    return {"symbol": SYMBOL, "side": side, "orderType": "Limit", "price": f"{price:f}", "quantity": str(rng.randint(1, 10))}
+
+
+def _http_client_proc(
+    proc_no: int, threads: int, ports: list[int], tokens: list[str], batch: int, stop_at: float, out: Any
+) -> None:
+    """One client process: `threads` keep-alive connections POSTing until `stop_at`, then report."""
     import http.client
 
-    from accounts.services import api_token_create
+    lat: list[float] = []
+    counts = {"ok": 0, "err": 0, "orders": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
 
+    def client(i: int) -> None:
+        rng = random.Random(i)
+        port = ports[i % len(ports)]
+        hdr = {"Authorization": f"Token {tokens[i % len(tokens)]}", "Content-Type": "application/json"}
+        path = "/api/v1/order" if batch == 1 else "/api/v1/orders"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        my_lat: list[float] = []
+        ok_n = err_n = orders_n = 0
+        while time.time() < stop_at:
+            body = json.dumps(_http_order(rng) if batch == 1 else [_http_order(rng) for _ in range(batch)])
+            t = time.perf_counter()
+            status, data = 0, b""
+            try:
+                conn.request("POST", path, body=body, headers=hdr)
+                resp = conn.getresponse()
+                status, data = resp.status, resp.read()
+            except OSError as exc:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                data = repr(exc).encode()
+            my_lat.append((time.perf_counter() - t) * 1000)
+            if status == 200:
+                ok_n += 1
+                orders_n += 1 if batch == 1 else sum(1 for o in json.loads(data) if "id" in o)
+            else:
+                err_n += 1
+                if len(errors) < 3:
+                    errors.append(f"{status}: {data[:200]!r}")
+        conn.close()
+        with lock:
+            lat.extend(my_lat)
+            counts["ok"] += ok_n
+            counts["err"] += err_n
+            counts["orders"] += orders_n
+
+    pool = [
+        threading.Thread(target=client, args=(proc_no * threads + k,), daemon=True) for k in range(threads)
+    ]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(max(0.0, stop_at - time.time()) + 60)
+    out.put((lat, counts, errors))
+
+
+def http_bench(market: Any, users: list[Any], staff: Any) -> None:
+    import http.client
+    import multiprocessing
+
+    from accounts.services import allocation_create, api_token_create
+
+    # Enough for every order the phases can place: 10 M USD and 1 M AAPL per user.
+    for u in users:
+        allocation_create(user=u, asset=market.quote, quantity=Decimal(10_000_000), staff=staff, note="bench")
+        allocation_create(user=u, asset=market.base, quantity=Decimal(1_000_000), staff=staff, note="bench")
+    tokens = [api_token_create(user=u) for u in users]
     ports = [18700 + i for i in range(ARGS.daphnes)]
     daphnes = [
         Proc(f"daphne{p}", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(p), "exchange_site.asgi:application"])
         for p in ports
     ]
-    tokens = [api_token_create(user=u) for u in users]
 
     def up(port: int) -> bool:
         try:
@@ -520,71 +596,60 @@ def http_bench(market: Any, users: list[Any]) -> None:
         except OSError:
             return False
 
+    def load() -> str:
+        return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    # fork: the children only speak HTTP (never the inherited DB connection) and leave with os._exit.
+    ctx = multiprocessing.get_context("fork")
     try:
         for p in ports:
             wait_for(lambda p=p: up(p), 60, f"daphne on {p}")
 
         def phase(name: str, batch: int, seconds: float) -> None:
+            procs = max(1, min(ARGS.http_procs, ARGS.http_clients))
+            threads = max(1, ARGS.http_clients // procs)
+            say(f"phase {name}: {procs} client processes × {threads} connections, {seconds:.0f} s ({load()})")
+            out = ctx.Queue()
+            t0 = time.time()
+            stop_at = t0 + seconds
+            workers = [
+                ctx.Process(target=_http_client_proc, args=(k, threads, ports, tokens, batch, stop_at, out), daemon=True)
+                for k in range(procs)
+            ]
+            for w in workers:
+                w.start()
             lat: list[float] = []
             counts = {"ok": 0, "err": 0, "orders": 0}
-            lock = threading.Lock()
-            stop_at = time.time() + seconds
-
-            def client(i: int) -> None:
-                rng = random.Random(i)
-                port = ports[i % len(ports)]
-                token = tokens[i % len(tokens)]
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                hdr = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
-                while time.time() < stop_at:
-                    def one() -> dict[str, Any]:
-                        side = "Bid" if rng.random() < 0.5 else "Ask"
-                        price = (MID + int(rng.gauss(0, ARGS.spread)) + (2 if side == "Bid" else -2)) * TICK
-                        return {"symbol": SYMBOL, "side": side, "orderType": "Limit", "price": f"{price:f}",
-                                "quantity": str(rng.randint(1, 10))}
-                    body = json.dumps(one() if batch == 1 else [one() for _ in range(batch)])
-                    path = "/api/v1/order" if batch == 1 else "/api/v1/orders"
-                    t = time.perf_counter()
-                    try:
-                        conn.request("POST", path, body=body, headers=hdr)
-                        resp = conn.getresponse()
-                        data = resp.read()
-                        ok = resp.status in (200, 201)
-                    except OSError:
-                        conn.close()
-                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                        ok, data = False, b""
-                    dt = (time.perf_counter() - t) * 1000
-                    with lock:
-                        lat.append(dt)
-                        if ok:
-                            counts["ok"] += 1
-                            counts["orders"] += batch if batch == 1 else sum(1 for o in json.loads(data) if "id" in o)
-                        else:
-                            counts["err"] += 1
-                            if counts["err"] <= 3:
-                                say(f"  error {getattr(resp, 'status', '?')}: {data[:200]!r}")
-
-            threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(ARGS.http_clients)]
-            t0 = time.time()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(seconds + 60)
+            for _ in workers:
+                part, c, errors = out.get(timeout=seconds + 120)
+                lat.extend(part)
+                for key in counts:
+                    counts[key] += c[key]
+                for e in errors:
+                    say(f"  error {e}")
             secs = time.time() - t0
+            for w in workers:
+                w.join(10)
             print(
                 f"HTTP {name}: {counts['ok']} requests ok, {counts['err']} errors in {secs:.1f} s = "
-                f"{counts['ok'] / secs:,.0f} requests/s, {counts['orders'] / secs:,.0f} orders/s; "
-                f"latency p50 {pct(lat, 0.5):.0f} ms p99 {pct(lat, 0.99):.0f} ms "
-                f"({ARGS.http_clients} clients, {len(ports)} daphne)",
+                f"{counts['ok'] / secs:,.0f} POSTs/s, {counts['orders'] / secs:,.0f} orders/s; "
+                f"latency p50 {pct(lat, 0.5):.1f} ms p99 {pct(lat, 0.99):.1f} ms "
+                f"({procs}×{threads} clients, {len(ports)} daphne; {load()} at the end)",
                 flush=True,
             )
 
-        phase("POST /api/v1/order", 1, ARGS.http_seconds)
-        phase("POST /api/v1/orders (batches of 50)", 50, ARGS.http_seconds)
+        phases = ARGS.http_phases.split(",")
+        if "single" in phases:
+            phase("POST /api/v1/order", 1, ARGS.http_seconds)
+        if "batch" in phases:
+            phase(f"POST /api/v1/orders (batches of {ARGS.http_batch})", ARGS.http_batch, ARGS.http_seconds)
     finally:
         for d in daphnes:
             d.stop()
+    for d in daphnes:
+        tail = [line for line in d.log().splitlines() if "ERROR" in line or "Traceback" in line]
+        if tail:
+            print(f"{d.name} log has {len(tail)} error lines, e.g. {tail[:3]}", flush=True)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -606,7 +671,7 @@ def main() -> None:
         wait_for(lambda: "engine rebuilt" in engine.log(), 120, "the engine to start")
         wait_for(lambda: "DB processor started" in dbp.log(), 120, "the DB processor to start")
         if ARGS.http:
-            http_bench(market, users)
+            http_bench(market, users, staff)
             time.sleep(3)
         else:
             t = time.time()

@@ -7,6 +7,7 @@ back the engine's own dataclasses. Commands arrive as the dicts `trading.messagi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields
 from operator import attrgetter
 from typing import Any
@@ -48,6 +49,12 @@ _GETTERS = {cls: attrgetter(*(f.name for f in fields(cls))) for cls in EVENT_KIN
 def encode_event(event: Event) -> list[Any]:
     cls = type(event)
     return [_KIND_OF[cls], *_GETTERS[cls](event)]
+
+
+def encode_events(events: Iterable[Event]) -> list[tuple[Any, ...]]:
+    """`encode_event` for a whole batch, as tuples (they serialise as the same JSON lists)."""
+    kind_of, getters = _KIND_OF, _GETTERS
+    return [(kind_of[type(e)], *getters[type(e)](e)) for e in events]
 
 
 def decode_event(row: list[Any]) -> Event:

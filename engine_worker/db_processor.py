@@ -14,6 +14,7 @@ engine on `messages`; then each touched user gets their new balances on their Ch
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -156,6 +157,7 @@ class DbProcessor:
         self._last_log = 0.0
 
     def setup(self) -> None:
+        gc.freeze()  # what start-up loaded (Django, models) is never collected: skip it in every pass
         self.queue = get_queue(DB_QUEUE)
         self.publisher = Publisher()
         self._last_log = time.monotonic()
@@ -179,10 +181,17 @@ class DbProcessor:
 
     def run_once(self) -> int:
         """Peek and consume one group of jobs; how many jobs were taken."""
-        batches = peek_batches(self.queue, self.batch_size)
-        if batches:
-            self.consume(batches)
-        return len(batches)
+        # No cyclic GC inside a group: decoding and applying it allocates millions of
+        # (acyclic) lists, and the collector's passes over them tripled the decoding time.
+        # Reference counting frees them; the collector runs between groups.
+        gc.disable()
+        try:
+            batches = peek_batches(self.queue, self.batch_size)
+            if batches:
+                self.consume(batches)
+            return len(batches)
+        finally:
+            gc.enable()
 
     def run(self, *, drain_and_exit: bool = False) -> None:
         """Loop until `stop()`, or (`drain_and_exit`) until the queue is empty."""

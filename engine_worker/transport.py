@@ -9,15 +9,24 @@ without RQ's worker, which forks per job (~15 ms) — far too slow for an order 
   command lost in a crash is re-sent from the database on restart (ARCHITECTURE.md).
 - The DB processor peeks at the head jobs, applies them in one transaction, and removes
   them only after commit; a batch applied twice changes nothing (event sequences).
+- Jobs are written here (`push_jobs`) rather than through `Queue.enqueue_many`: the same
+  Redis hash RQ writes (so `Job.fetch`, the dashboard and a plain worker still read them),
+  but without building a `Job` per message and with the data stored as plain JSON — RQ
+  reads uncompressed data as it is, and zlib was the engine's largest single cost on a
+  batch of thousands of events. JSON goes through orjson (already installed for ccxt,
+  pinned in requirements.txt): 4x faster to write than `json`, 1.4x to read.
 """
 
 from __future__ import annotations
 
-import json
+import uuid
 import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import django_rq
+import orjson
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -32,9 +41,15 @@ def get_queue(name: str) -> Queue:
     return django_rq.get_queue(name, serializer=JSONSerializer)
 
 
+_ZLIB_HEADER = 0x78  # zlib's first byte; JSON text never starts with it
+
+
 def _decode_job_data(raw: bytes) -> Any:
-    # RQ stores zlib(serializer.dumps((func_name, instance, args, kwargs))).
-    _func, _instance, args, _kwargs = json.loads(zlib.decompress(raw))
+    # RQ stores serializer.dumps((func_name, instance, args, kwargs)), zlib-compressed when
+    # RQ wrote it, plain JSON when `push_jobs` did.
+    if raw[0] == _ZLIB_HEADER:
+        raw = zlib.decompress(raw)
+    _func, _instance, args, _kwargs = orjson.loads(raw)
     return args[0]
 
 
@@ -63,12 +78,47 @@ def pop_messages(queue: Queue, max_count: int, block_seconds: float) -> list[Any
     return payloads
 
 
+def push_jobs(
+    queue: Queue, func: str, payloads: Sequence[Any], descriptions: Sequence[str] | None = None,
+    *, failure_ttl: int = 3600,
+) -> list[str]:
+    """Append one RQ job per payload (`func(payload)`) to `queue`, in order, in one round trip.
+
+    The hash has the fields `Queue.enqueue_many` writes for `result_ttl=0`; the data is
+    the JSON serializer's `[func, null, [payload], {}]`, uncompressed.
+    """
+    if not payloads:
+        return []
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    common = {
+        "created_at": now, "enqueued_at": now, "status": "queued", "origin": queue.name,
+        "timeout": str(queue._default_timeout), "result_ttl": "0", "failure_ttl": str(failure_ttl),
+        "success_callback_name": "", "failure_callback_name": "", "stopped_callback_name": "",
+        "started_at": "", "ended_at": "", "last_heartbeat": "", "worker_name": "", "group_id": "",
+    }
+    prefix = b'["' + func.encode() + b'",null,['
+    dumps = orjson.dumps
+    ids = [str(uuid.uuid4()) for _ in payloads]
+    pipe = queue.connection.pipeline(transaction=True)
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    for i, (job_id, payload) in enumerate(zip(ids, payloads, strict=True)):
+        pipe.hset(
+            Job.key_for(job_id),
+            mapping={
+                **common,
+                "data": prefix + dumps(payload) + b"],{}]",
+                "description": descriptions[i] if descriptions is not None else func,
+            },
+        )
+    pipe.rpush(queue.key, *ids)
+    pipe.execute()
+    return ids
+
+
 def push_job(queue: Queue, func: str, payload: Any, *, description: str = "engine batch") -> None:
     # A fixed description: RQ's default is the call's repr, which for a batch of thousands
     # of events cost more than encoding the batch itself.
-    queue.enqueue_many(
-        [Queue.prepare_data(func, args=(payload,), result_ttl=0, failure_ttl=3600, description=description)]
-    )
+    push_jobs(queue, func, [payload], [description])
 
 
 def peek_batches(queue: Queue, max_count: int) -> list[tuple[str, Any]]:

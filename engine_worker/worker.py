@@ -15,6 +15,7 @@ matching; this module does the I/O around it, in the order ARCHITECTURE.md fixes
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
@@ -53,21 +54,55 @@ HEARTBEAT_KEY = "bourse:engine:heartbeat"
 BOOKS_KEY = "bourse:engine:books"
 
 
-@dataclass(frozen=True, slots=True)
 class MarketUnits:
-    """What turns the engine's integers back into decimals for one market."""
+    """What turns the engine's integers back into decimals for one market.
 
-    tick: Decimal
-    lot: Decimal
+    The texts are cached per tick and per lot count: a market trades at a few hundred
+    prices and sizes, and formatting a Decimal for every frame was the engine's largest
+    single cost.
+    """
+
+    __slots__ = ("tick", "lot", "_prices", "_qtys", "_quotes")
+
+    def __init__(self, tick: Decimal, lot: Decimal) -> None:
+        self.tick = tick
+        self.lot = lot
+        self._prices: dict[int, str] = {}
+        self._qtys: dict[int, str] = {}
+        self._quotes: dict[int, str] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MarketUnits) and (self.tick, self.lot) == (other.tick, other.lot)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def price(self, ticks: int) -> str:
-        return _fmt(ticks * self.tick)
+        text = self._prices.get(ticks)
+        if text is None:
+            text = _cache_put(self._prices, ticks, _fmt(ticks * self.tick))
+        return text
 
     def qty(self, lots: int) -> str:
-        return _fmt(lots * self.lot)
+        text = self._qtys.get(lots)
+        if text is None:
+            text = _cache_put(self._qtys, lots, _fmt(lots * self.lot))
+        return text
 
     def quote(self, units: int) -> str:
-        return _fmt(units * self.tick * self.lot)
+        text = self._quotes.get(units)
+        if text is None:
+            text = _cache_put(self._quotes, units, _fmt(units * self.tick * self.lot))
+        return text
+
+
+_CACHE_MAX = 50_000
+
+
+def _cache_put(cache: dict[int, str], key: int, text: str) -> str:
+    if len(cache) >= _CACHE_MAX:  # bounded: quote amounts are many
+        cache.clear()
+    cache[key] = text
+    return text
 
 
 def _fmt(value: Decimal) -> str:
@@ -117,10 +152,19 @@ class EngineWorker:
 
     def run(self) -> None:
         self.setup()
+        # The books hold hundreds of thousands of long-lived objects and every batch
+        # allocates tens of thousands of short-lived (acyclic) ones: the cyclic GC's passes
+        # cost more than matching. Start-up objects are frozen out of it, and it runs only
+        # between batches (reference counting frees a batch's garbage as it goes).
+        gc.freeze()
         while self.running:
-            batch = transport.pop_messages(self.messages, self.batch_size, self.block_seconds)
-            if batch:
-                self.consume(batch)
+            gc.disable()
+            try:
+                batch = transport.pop_messages(self.messages, self.batch_size, self.block_seconds)
+                if batch:
+                    self.consume(batch)
+            finally:
+                gc.enable()
             self._log_stats()
 
     # --- rebuild --------------------------------------------------------------------------
@@ -266,9 +310,7 @@ class EngineWorker:
 
     def hand_on(self, events: list[Event]) -> None:
         """Persist first (one db_processor job), then show: publish and depth snapshots."""
-        transport.push_job(
-            self.db_queue, transport.DB_JOB, {"epoch": self.epoch, "events": [codec.encode_event(e) for e in events]}
-        )
+        transport.push_job(self.db_queue, transport.DB_JOB, {"epoch": self.epoch, "events": codec.encode_events(events)})
         fault_point("engine.after_enqueue")
         self._stats_events += len(events)
         touched = self.publish(events)

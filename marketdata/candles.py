@@ -16,7 +16,7 @@ is an exact oracle for the stored candles:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -88,7 +88,9 @@ class CandleTrade(NamedTuple):
 
 
 @dataclass(slots=True)
-class _Bucket:
+class CandleBucket:
+    """One partial candle: the trades of a batch that fell in one bucket."""
+
     open: Decimal
     high: Decimal
     low: Decimal
@@ -100,29 +102,71 @@ class _Bucket:
     last_trade_id: int
 
 
-def candles_aggregate(trades: Iterable[CandleTrade]) -> dict[tuple[int, str, datetime], _Bucket]:
-    """The trades folded into one partial candle per (market, interval, bucket start)."""
-    buckets: dict[tuple[int, str, datetime], _Bucket] = {}
+_Bucket = CandleBucket  # the old private name
+
+
+def candles_fold_minutes(trades: Iterable[CandleTrade]) -> dict[tuple[int, datetime], CandleBucket]:
+    """The trades folded into one partial 1m candle per (market, minute start)."""
+    buckets: dict[tuple[int, datetime], CandleBucket] = {}
     # By trade id within each market: open is the first trade of a bucket, close the last.
     for trade in sorted(trades, key=lambda t: (t.market_id, t.trade_id)):
+        when = trade.time.astimezone(UTC)
+        key = (trade.market_id, when.replace(second=0, microsecond=0))
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = CandleBucket(
+                open=trade.price, high=trade.price, low=trade.price, close=trade.price,
+                volume=trade.quantity, quote_volume=trade.quote_quantity, trades=1,
+                first_trade_id=trade.trade_id, last_trade_id=trade.trade_id,
+            )
+            continue
+        if trade.price > bucket.high:
+            bucket.high = trade.price
+        if trade.price < bucket.low:
+            bucket.low = trade.price
+        bucket.close = trade.price
+        bucket.last_trade_id = trade.trade_id
+        bucket.volume += trade.quantity
+        bucket.quote_volume += trade.quote_quantity
+        bucket.trades += 1
+    return buckets
+
+
+def candles_rollup(
+    minutes: Mapping[tuple[int, datetime], CandleBucket],
+) -> dict[tuple[int, str, datetime], CandleBucket]:
+    """Partial 1m candles rolled up into every interval (1m included).
+
+    A batch touches a handful of minutes, so this is a handful of rows whatever the number
+    of trades: folding each trade into all 15 intervals cost more than the database did.
+    Every interval's bucket is a union of whole minutes (all widths are whole minutes from a
+    minute-aligned origin; months start on a minute), so the roll-up is exact.
+    """
+    out: dict[tuple[int, str, datetime], CandleBucket] = {}
+    # Merged in trade-id order so open/close come from the first/last minute.
+    for (market_id, start), b in sorted(minutes.items(), key=lambda kv: (kv[0][0], kv[1].first_trade_id)):
         for interval in INTERVALS:
-            key = (trade.market_id, interval, bucket_start(interval, trade.time))
-            bucket = buckets.get(key)
-            if bucket is None:
-                buckets[key] = _Bucket(
-                    open=trade.price, high=trade.price, low=trade.price, close=trade.price,
-                    volume=trade.quantity, quote_volume=trade.quote_quantity, trades=1,
-                    first_trade_id=trade.trade_id, last_trade_id=trade.trade_id,
+            key = (market_id, interval, start if interval == "1m" else bucket_start(interval, start))
+            acc = out.get(key)
+            if acc is None:
+                out[key] = CandleBucket(
+                    b.open, b.high, b.low, b.close, b.volume, b.quote_volume, b.trades, b.first_trade_id,
+                    b.last_trade_id,
                 )
                 continue
-            bucket.high = max(bucket.high, trade.price)
-            bucket.low = min(bucket.low, trade.price)
-            bucket.close = trade.price
-            bucket.last_trade_id = trade.trade_id
-            bucket.volume += trade.quantity
-            bucket.quote_volume += trade.quote_quantity
-            bucket.trades += 1
-    return buckets
+            acc.high = max(acc.high, b.high)
+            acc.low = min(acc.low, b.low)
+            acc.close = b.close
+            acc.last_trade_id = b.last_trade_id
+            acc.volume += b.volume
+            acc.quote_volume += b.quote_volume
+            acc.trades += b.trades
+    return out
+
+
+def candles_aggregate(trades: Iterable[CandleTrade]) -> dict[tuple[int, str, datetime], CandleBucket]:
+    """The trades folded into one partial candle per (market, interval, bucket start)."""
+    return candles_rollup(candles_fold_minutes(trades))
 
 
 # One statement for every interval of the batch. Adding volume, quote volume and the trade
@@ -155,7 +199,16 @@ def candles_apply(*, trades: Iterable[CandleTrade]) -> int:
     Preconditions: called inside the transaction that inserts these trades, and with each
     trade exactly once (the DB processor's exactly-once application guarantees it).
     """
-    buckets = candles_aggregate(trades)
+    return candles_upsert(candles_aggregate(trades))
+
+
+def candles_apply_minutes(*, minutes: Mapping[tuple[int, datetime], CandleBucket]) -> int:
+    """`candles_apply` for trades already folded into 1m partial candles (the DB processor
+    folds them while walking its events, in integers); same preconditions."""
+    return candles_upsert(candles_rollup(minutes))
+
+
+def candles_upsert(buckets: Mapping[tuple[int, str, datetime], CandleBucket]) -> int:
     if not buckets:
         return 0
     keys = list(buckets)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -202,13 +202,17 @@ _NO_CHANGE = (ZERO, ZERO)
 
 
 @transaction.atomic
-def ledger_post(*, changes: Sequence[LedgerChange]) -> None:
+def ledger_post(
+    *, changes: Sequence[LedgerChange], already_locked: Mapping[tuple[int, int], Balance] | None = None
+) -> None:
     """Apply many ledger changes at once (the DB processor's settlement), set-based.
 
     Locks every touched balance once, checks each row's summed result is not negative,
     updates all rows in one statement and inserts all entries with one COPY. Raises
     InsufficientFunds naming the user and asset of the first row that would go negative;
-    nothing is written then.
+    nothing is written then. `already_locked`: rows the caller has locked with `balances_lock` in
+    this transaction and not changed since (batch order entry), so they are not locked and
+    read a second time.
     """
     if not changes:
         return
@@ -219,7 +223,10 @@ def ledger_post(*, changes: Sequence[LedgerChange]) -> None:
         key = (change.user_id, change.asset_id)
         available, locked = sums.get(key, _NO_CHANGE)
         sums[key] = (available + change.available_delta, locked + change.locked_delta)
-    balances = balances_lock(keys=sums.keys())
+    if already_locked is not None and sums.keys() <= already_locked.keys():
+        balances = already_locked
+    else:
+        balances = balances_lock(keys=sums.keys())
     for key in sorted(sums):
         balance = balances[key]
         available_delta, locked_delta = sums[key]

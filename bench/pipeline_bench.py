@@ -22,9 +22,16 @@ the DB processor has committed). An order counts as persisted when the committed
 reaches its `accepted_seq`; its latency is that observation time minus its `ts` (an upper
 bound by at most the 20 ms sampling step).
 
-`--http` runs the HTTP part instead: daphne processes against the same scratch database,
-token-authenticated `POST /api/v1/order` from bounded client threads, then `POST
-/api/v1/orders` batches of 50 (the engine and DB processor run meanwhile).
+`--http` runs the HTTP part instead, on a scratch database and Redis db of its own
+(`bourse_bench_http`, db 13, logs in /tmp/bourse_bench_http, unless --db/--redis/--log-dir):
+100 funded users with API tokens, `--daphnes` daphne processes (as production serves the
+app), then two timed phases of `--http-seconds` each — token-authenticated `POST
+/api/v1/order`, then `POST /api/v1/orders` batches of `--http-batch` — from `--http-clients`
+keep-alive connections spread over `--http-procs` client processes (one Python process can
+be the bottleneck itself). The engine and DB processor run meanwhile. Reports POSTs/s,
+orders/s, p50/p99 latency and the load average; `check_ledger` at the end.
+
+    flock /tmp/bourse-bench.lock .venv/bin/python bench/pipeline_bench.py --http [--http-seconds 25]
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange_site.settings.local")
+# A pooled database connection per request (see DB_POOL_MAX_SIZE in settings/base.py).
+os.environ.setdefault("DB_POOL_MAX_SIZE", "8")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddleware  # noqa: E402

@@ -9,17 +9,17 @@ in the database; the engine settles nothing here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.errors import InvalidState, NotFound, ServiceError
+from accounts.errors import InsufficientFunds, InvalidState, NotFound, ServiceError
 from accounts.models import Asset, LedgerEntry, User
-from accounts.services import balance_change
+from accounts.services import LedgerChange, balance_change, balances_lock, ledger_post
 from trading import messaging
 from trading.models import Market, Order
 from trading.money import bid_lock, engine_quote_cap, quantize_up, steps
@@ -27,6 +27,11 @@ from trading.money import bid_lock, engine_quote_cap, quantize_up, steps
 # A market buy by quantity locks the cost of walking the book's snapshot plus this
 # margin, since the book may move before the engine sees the order; the rest is released.
 MARKET_BUY_BUFFER = Decimal("0.05")
+# `Choices.values` builds a new list on every access; order entry checks four per order.
+_SIDES = frozenset(Order.Side.values)
+_TYPES = frozenset(Order.Type.values)
+_TIMES_IN_FORCE = frozenset(Order.TimeInForce.values)
+_STPS = frozenset(Order.SelfTradePrevention.values)
 SWEEP_AFTER = timedelta(seconds=5)
 SWEEP_RESEND_AFTER = timedelta(seconds=30)
 SWEEP_LIMIT = 20_000
@@ -163,13 +168,13 @@ def _size_order(market: Market, params: OrderParams) -> _Sized:
     """Check the order against the market and work out what it locks (ARCHITECTURE "Money")."""
     quote_places = market.quote.precision
     unit = market.tick_size * market.lot_size
-    if params.side not in Order.Side.values:
+    if params.side not in _SIDES:
         raise ServiceError("side must be Bid or Ask", code="INVALID_ORDER")
-    if params.order_type not in Order.Type.values:
+    if params.order_type not in _TYPES:
         raise ServiceError("orderType must be Limit or Market", code="INVALID_ORDER")
-    if params.time_in_force not in Order.TimeInForce.values:
+    if params.time_in_force not in _TIMES_IN_FORCE:
         raise ServiceError("timeInForce must be GTC, IOC or FOK", code="INVALID_ORDER")
-    if params.self_trade_prevention not in Order.SelfTradePrevention.values:
+    if params.self_trade_prevention not in _STPS:
         raise ServiceError("selfTradePrevention must be RejectTaker, RejectMaker or RejectBoth", code="INVALID_ORDER")
 
     status = market.status
@@ -296,14 +301,170 @@ def _order_place(*, user: User, market: Market, params: OrderParams) -> Order:
 
 
 def orders_place_batch(*, user: User, requests: list[tuple[Market, OrderParams]]) -> list[Order | ServiceError]:
-    """Place several orders in one request; each stands or falls alone, like Backpack's batch."""
-    results: list[Order | ServiceError] = []
-    for market, params in requests:
+    """Place several orders in ONE transaction; each stands or falls alone, like Backpack's batch.
+
+    Set-based: every order is checked against its market first; then the user's balance
+    rows are locked once, the orders are walked in request order against the available
+    amounts (one that does not fit gets INSUFFICIENT_FUNDS and the rest go on), the accepted
+    ones are inserted with one COPY, their locks posted with one `ledger_post` and
+    their commands queued, in request order, after commit. The answer lists, per request,
+    the order or its error. `clientId` behaves as in `order_place`: the same request again
+    (within the batch, or as an open order) answers with that order, a different one with
+    that id is refused.
+    """
+    for attempt in range(2):
         try:
-            results.append(order_place(user=user, market=market, params=params))
+            return _orders_place_batch(user=user, requests=requests)
+        except IntegrityError as exc:
+            # A concurrent request took one of the batch's clientIds between our look-up and
+            # our insert (the unique index waited for it to commit); once more sees its order.
+            if attempt or "order_client_id_open_unique" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: object) -> str:
+    """A value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"no COPY text for {type(value).__name__}")  # a new kind of Order field: add it here
+
+
+def _orders_insert(orders: list[Order]) -> None:
+    """Insert new orders with one COPY, setting their ids (in list order) and timestamps.
+
+    COPY rather than bulk_create: for a batch of 50, Django's per-field preparation and
+    psycopg's quoting of each value cost twice what the database did (5 ms against 2.5 ms).
+    Every concrete field is written from the instance, so its Python defaults apply.
+    """
+    table = Order._meta.db_table
+    fields = Order._meta.concrete_fields
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(orders)]
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    now = timezone.now()
+    for order, pk in zip(orders, ids, strict=True):
+        order.pk = pk
+        order.created_at = order.updated_at = now
+    rows = "".join("\t".join([_copy_text(getattr(o, f.attname)) for f in fields]) + "\n" for o in orders)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    # wrap_database_errors: the raw cursor's errors become Django's (IntegrityError on a
+    # clientId already taken, which orders_place_batch retries).
+    with connection.wrap_database_errors, connection.connection.cursor() as raw:
+        with raw.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+            copy.write(rows)
+    for order in orders:
+        order._state.adding = False
+        order._state.db = connection.alias
+
+
+def _same_client_id(order: Order, market: Market, params: OrderParams) -> Order:
+    """The order already holding this request's clientId, if the request is the same; else refused."""
+    if order.market_id != market.pk or not _same_request(order, params):
+        holder = f"open order {order.pk}" if order.pk else "an earlier order of this batch"
+        raise ServiceError(f"clientId {params.client_id} is in use by {holder}", code="INVALID_CLIENT_REQUEST")
+    return order
+
+
+def _insufficient(asset: Asset, available: Decimal, needed: Decimal) -> InsufficientFunds:
+    places = Decimal(1).scaleb(-asset.precision)
+    return InsufficientFunds(
+        f"Insufficient {asset.symbol}: {available.quantize(places):f} available, {needed.quantize(places):f} needed"
+    )
+
+
+@transaction.atomic
+def _orders_place_batch(*, user: User, requests: list[tuple[Market, OrderParams]]) -> list[Order | ServiceError]:
+    results: list[Order | ServiceError | None] = [None] * len(requests)
+    # clientIds first, as order_place does: a retried request answers with its order even
+    # if it would no longer be accepted. A concurrent request that takes one of these ids
+    # after this look-up makes our insert fail on the unique index (orders_place_batch
+    # then runs again and finds its order).
+    client_ids = {params.client_id for _, params in requests if params.client_id is not None}
+    open_by_client_id: dict[int, Order] = {}
+    if client_ids:
+        open_by_client_id = {
+            order.client_id: order  # type: ignore[misc]  # filtered on client_id
+            for order in Order.objects.select_related("market").filter(
+                user=user, client_id__in=client_ids, status__in=Order.OPEN_STATUSES
+            )
+        }
+    sized: list[tuple[int, _Sized]] = []
+    for index, (market, params) in enumerate(requests):
+        try:
+            existing = open_by_client_id.get(params.client_id) if params.client_id is not None else None
+            if existing is not None:
+                results[index] = _same_client_id(existing, market, params)
+            else:
+                sized.append((index, _size_order(market, params)))
         except ServiceError as exc:
-            results.append(exc)
-    return results
+            results[index] = exc
+    if not sized:
+        return results  # type: ignore[return-value]  # every entry is set
+
+    balances = balances_lock(keys={(user.pk, item.lock_asset.pk) for _, item in sized})
+    available = {key: balance.available for key, balance in balances.items()}
+    placed_by_client_id: dict[int, Order] = {}
+    accepted: list[tuple[int, Order, _Sized]] = []
+    for index, item in sized:
+        market, params = requests[index]
+        if params.client_id is not None and params.client_id in placed_by_client_id:
+            try:
+                results[index] = _same_client_id(placed_by_client_id[params.client_id], market, params)
+            except ServiceError as exc:
+                results[index] = exc
+            continue
+        key = (user.pk, item.lock_asset.pk)
+        if available[key] < item.lock_amount:
+            results[index] = _insufficient(item.lock_asset, available[key], item.lock_amount)
+            continue
+        available[key] -= item.lock_amount
+        order = Order(
+            user=user, market=market, client_id=params.client_id, side=params.side, order_type=params.order_type,
+            time_in_force=params.time_in_force if params.order_type == Order.Type.LIMIT else Order.TimeInForce.IOC,
+            post_only=params.post_only, self_trade_prevention=params.self_trade_prevention, price=params.price,
+            quantity=params.quantity, quote_quantity=params.quote_quantity, locked=item.lock_amount,
+            maker_fee_rate=market.maker_fee_rate, taker_fee_rate=market.taker_fee_rate, engine_cap=item.engine_cap,
+        )
+        accepted.append((index, order, item))
+        if params.client_id is not None:
+            # A later request with this id in the same batch answers with this order.
+            placed_by_client_id[params.client_id] = order
+    if accepted:
+        _orders_insert([order for _, order, _ in accepted])
+        ledger_post(
+            changes=[
+                LedgerChange(
+                    user_id=user.pk, asset_id=item.lock_asset.pk, available_delta=-item.lock_amount,
+                    locked_delta=item.lock_amount, reason=LedgerEntry.Reason.ORDER_LOCK, reference=f"order:{order.pk}",
+                    actor_id=user.pk,
+                )
+                for _, order, item in accepted
+            ],
+            already_locked=balances,
+        )
+        messaging.enqueue_on_commit(
+            [
+                messaging.place_message(order, price_ticks=item.price_ticks, quantity_lots=item.quantity_lots)
+                for _, order, item in accepted
+            ]
+        )
+        for index, order, _ in accepted:
+            results[index] = order
+    return results  # type: ignore[return-value]  # every entry is set
 
 
 def _open_order_for_update(*, user: User, market: Market, order_id: int | None, client_id: int | None) -> Order:

@@ -22,7 +22,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -91,6 +91,14 @@ def _query(items: Iterable[tuple[str, str]], encode: Callable[[str], str]) -> st
 
 def signing_payloads(instruction: str, params: dict[str, Any] | list[Any], timestamp: str, window: str) -> list[str]:
     """Every spelling of the signed string a client may have produced for these params."""
+    return list(_iter_signing_payloads(instruction, params, timestamp, window))
+
+
+def _iter_signing_payloads(
+    instruction: str, params: dict[str, Any] | list[Any], timestamp: str, window: str
+) -> Iterator[str]:
+    # Lazily, most likely spelling first: a request is verified against the next spelling
+    # only when the previous one failed (a batch's string is kilobytes to escape).
     tail = f"timestamp={timestamp}&window={window}"
     if isinstance(params, list):
         groups = [
@@ -99,16 +107,16 @@ def signing_payloads(instruction: str, params: dict[str, Any] | list[Any], times
         ]
     else:
         groups = [sorted((str(key), _wire_text(value)) for key, value in params.items())]
-    payloads: list[str] = []
+    seen: set[str] = set()
     for encode in _ENCODINGS:
         if isinstance(params, list) and params:
             payload = "".join(f"instruction={instruction}&{_query(group, encode)}&" for group in groups) + tail
         else:
             query = _query(groups[0], encode) if groups else ""
             payload = f"instruction={instruction}&" + (f"{query}&" if query else "") + tail
-        if payload not in payloads:
-            payloads.append(payload)
-    return payloads
+        if payload not in seen:
+            seen.add(payload)
+            yield payload
 
 
 def _request_params(request: Request) -> dict[str, Any] | list[Any]:
@@ -190,7 +198,7 @@ class SignedRequestAuthentication(BaseAuthentication):
             raise Unauthorized("This account is disabled.")
 
         params = _request_params(request)
-        for payload in signing_payloads(instruction, params, timestamp, window):
+        for payload in _iter_signing_payloads(instruction, params, timestamp, window):
             try:
                 verify_key.verify(payload.encode(), signature)
             except BadSignatureError:

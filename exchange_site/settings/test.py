@@ -19,6 +19,8 @@ CHANNEL_LAYERS = {
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "bourse-test"}}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# No pool: pytest-django swaps the database name for the test database under it.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

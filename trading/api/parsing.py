@@ -21,6 +21,11 @@ ORDER_REQUIRED = ("symbol", "side", "orderType")
 ORDER_OPTIONAL = ("quantity", "quoteQuantity", "price", "timeInForce", "postOnly", "clientId", "selfTradePrevention")
 # Backpack's clientId is a uint32.
 MAX_CLIENT_ID = 2**32 - 1
+# `Choices.values` builds a new list on every access; these are read for every order.
+_SIDES = Order.Side.values
+_TYPES = Order.Type.values
+_TIMES_IN_FORCE = Order.TimeInForce.values
+_STPS = Order.SelfTradePrevention.values
 # Order ids are bigint primary keys; more digits than this cannot name one.
 _MAX_ID_DIGITS = 19
 
@@ -90,24 +95,35 @@ def parse_order_id(value: object) -> int | None:
     raise ServiceError("orderId must be an order id, e.g. \"42\".")
 
 
-def parse_order(data: object) -> tuple[Market, OrderParams]:
+def parse_order(data: object, *, markets: dict[str, Market] | None = None) -> tuple[Market, OrderParams]:
     """One order body of `POST /api/v1/order(s)` → its market and parameters.
+
+    `markets`, when given, memoizes the market look-up across the orders of one request (a
+    batch names one or two markets fifty times); it lives for that request only, so a
+    market's status change takes effect on the next one.
 
     Raises ServiceError with BOT_API.md's code for the first bad field: INVALID_CLIENT_REQUEST
     (shape, unknown key, clientId), INVALID_MARKET/INVALID_SYMBOL (symbol), INVALID_ORDER
     (enums, postOnly), INVALID_PRICE, INVALID_QUANTITY.
     """
     body = check_keys(data, required=ORDER_REQUIRED, optional=ORDER_OPTIONAL)
-    market = market_get(body["symbol"])
-    side = _choice(body["side"], field="side", choices=Order.Side.values)
-    order_type = _choice(body["orderType"], field="orderType", choices=Order.Type.values)
+    symbol = body["symbol"]
+    if markets is None:
+        market = market_get(symbol)
+    elif isinstance(symbol, str) and symbol in markets:
+        market = markets[symbol]
+    else:
+        market = market_get(symbol)
+        markets[market.symbol] = market
+    side = _choice(body["side"], field="side", choices=_SIDES)
+    order_type = _choice(body["orderType"], field="orderType", choices=_TYPES)
     time_in_force = _choice(
-        body.get("timeInForce"), field="timeInForce", choices=Order.TimeInForce.values, default=Order.TimeInForce.GTC
+        body.get("timeInForce"), field="timeInForce", choices=_TIMES_IN_FORCE, default=Order.TimeInForce.GTC
     )
     stp = _choice(
         body.get("selfTradePrevention"),
         field="selfTradePrevention",
-        choices=Order.SelfTradePrevention.values,
+        choices=_STPS,
         default=Order.SelfTradePrevention.REJECT_TAKER,
     )
     post_only = body.get("postOnly", False)

@@ -139,9 +139,10 @@ class OrdersView(BotAPIView):
         if len(data) > MAX_BATCH:
             raise ServiceError(f"At most {MAX_BATCH} orders per batch.")
         parsed: list[tuple[Market, OrderParams] | ServiceError] = []
+        markets: dict[str, Market] = {}
         for item in data:
             try:
-                parsed.append(parse_order(item))
+                parsed.append(parse_order(item, markets=markets))
             except ServiceError as exc:
                 parsed.append(exc)
         placed = iter(

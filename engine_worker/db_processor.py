@@ -44,6 +44,9 @@ logger = logging.getLogger("bourse.db_processor")
 
 DROP_KEY_PREFIX = "bourse:dbp:drop:"
 ENGINE_JOB = "engine_worker.jobs.engine_command"
+# Events applied in one transaction at most (a job is never split): big enough for set-based
+# writes to pay off, small enough that a backlog commits every second or so.
+MAX_EVENTS_PER_TRANSACTION = 20_000
 LOG_EVERY = 10.0  # seconds between progress lines
 IDLE_MIN, IDLE_MAX = 0.02, 0.2  # polling backoff when the queue is empty
 ERROR_BACKOFF = 1.0
@@ -143,6 +146,16 @@ def _publish_balances(keys: set[tuple[int, int]], publisher: Publisher | None) -
         logger.exception("publishing balance updates failed")
 
 
+def _within_budget(batches: list[tuple[str, Any]], budget: int) -> list[tuple[str, Any]]:
+    """The leading jobs whose events fit `budget` (always at least one job)."""
+    total = 0
+    for index, (_job_id, payload) in enumerate(batches):
+        total += len(payload["events"]) if payload is not None else 0
+        if total > budget and index > 0:
+            return batches[:index]
+    return batches
+
+
 class DbProcessor:
     """Drains `db_processor`: peek, apply in one transaction, commit, ack."""
 
@@ -155,6 +168,7 @@ class DbProcessor:
         self._jobs = 0
         self._lag_ms = 0.0
         self._last_log = 0.0
+        self._events_per_job = 1.0
 
     def setup(self) -> None:
         gc.freeze()  # what start-up loaded (Django, models) is never collected: skip it in every pass
@@ -186,8 +200,14 @@ class DbProcessor:
         # Reference counting frees them; the collector runs between groups.
         gc.disable()
         try:
-            batches = peek_batches(self.queue, self.batch_size)
+            # Peek about as many jobs as fit the event budget (from the recent job size), and
+            # cut the group there: one huge transaction would hold every commit, and so the
+            # latency of each order in it, behind the slowest part of a backlog.
+            count = max(1, min(self.batch_size, int(MAX_EVENTS_PER_TRANSACTION / self._events_per_job)))
+            batches = _within_budget(peek_batches(self.queue, count), MAX_EVENTS_PER_TRANSACTION)
             if batches:
+                events = sum(len(payload["events"]) for _id, payload in batches if payload is not None)
+                self._events_per_job = 0.8 * self._events_per_job + 0.2 * max(1.0, events / len(batches))
                 self.consume(batches)
             return len(batches)
         finally:

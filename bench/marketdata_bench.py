@@ -15,6 +15,9 @@ shorter) at 1m, 1h and 1d:
   it). The connection is opened (one `SELECT 1`) before the clock starts, so the figure is
   the cold-cache read, not the connection set-up;
 - then `--requests` requests per interval, rotating over the markets: p50/p95/p99.
+Both series are timed: the one right after the restart (its first request, and its p95)
+and the repeated one; the Python process has served one request before the restart, so
+the cold figures measure the database, not first-request imports.
 """
 
 from __future__ import annotations
@@ -130,30 +133,47 @@ def main() -> None:
     client = Client(HTTP_HOST="127.0.0.1")  # bench_settings allows 127.0.0.1, not "testserver"
     now = int(time.time())
 
-    cold: dict[str, tuple[float, int]] = {}
-    if not ARGS.no_restart:
-        restart_postgres()
-        connect()
-        for i, interval in enumerate(INTERVAL_SECONDS):
-            cold[interval] = request(client, symbols[i % len(symbols)], interval, now)
+    # Python's side warms up first (imports, URL resolver, DRF): the cold figures are about
+    # the database after a restart, not about a process that has never served a request.
+    request(client, symbols[-1], "1d", now)
 
-    print(f"\nklines through the API view, {len(symbols)} markets x {ARGS.days} days of 1m candles")
-    print(f"{'interval':>8} {'rows':>5} {'first':>9} {'p50':>8} {'p95':>8} {'p99':>8}  p95 <= {TARGET_P95_MS:.0f} ms")
-    ok = True
-    for interval in INTERVAL_SECONDS:
+    def series(interval: str) -> tuple[list[float], int]:
         times: list[float] = []
         rows = 0
         for i in range(ARGS.requests):
             elapsed, rows = request(client, symbols[i % len(symbols)], interval, now)
             times.append(elapsed)
+        return times, rows
+
+    cold: dict[str, list[float]] = {}
+    if not ARGS.no_restart:
+        restart_postgres()
+        connect()
+        for interval in INTERVAL_SECONDS:
+            # The first request for each market and interval reads from a cold buffer cache.
+            cold[interval], _ = series(interval)
+
+    print(f"\nklines through the API view, {len(symbols)} markets x {ARGS.days} days of 1m candles")
+    print("after restart: first request, then p95 over the series (each market's first read is cold)")
+    print(
+        f"{'interval':>8} {'rows':>5} {'first':>9} {'cold p95':>9} {'p50':>8} {'p95':>8} {'p99':>8}"
+        f"  p95 <= {TARGET_P95_MS:.0f} ms"
+    )
+    ok = True
+    for interval in INTERVAL_SECONDS:
+        times, rows = series(interval)
         p95 = percentile(times, 95)
         ok &= p95 <= TARGET_P95_MS
-        first = f"{cold[interval][0]:7.1f}ms" if interval in cold else "      n/a"
+        first = cold_p95 = "      n/a"
+        if interval in cold:
+            first = f"{cold[interval][0]:7.1f}ms"
+            cold_p95 = f"{percentile(cold[interval], 95):7.1f}ms"
+            ok &= percentile(cold[interval], 95) <= TARGET_P95_MS
         print(
-            f"{interval:>8} {rows:>5} {first:>9} {percentile(times, 50):6.1f}ms {p95:6.1f}ms "
+            f"{interval:>8} {rows:>5} {first:>9} {cold_p95:>9} {percentile(times, 50):6.1f}ms {p95:6.1f}ms "
             f"{percentile(times, 99):6.1f}ms  {'yes' if p95 <= TARGET_P95_MS else 'NO'}"
         )
-    print("\nall p95 within target" if ok else "\nSOME p95 ABOVE TARGET")
+    print("\nall p95 within target (after restart and repeated)" if ok else "\nSOME p95 ABOVE TARGET")
     sys.exit(0 if ok else 1)
 
 

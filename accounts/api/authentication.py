@@ -18,26 +18,20 @@ message, so the signature is checked against every spelling the request's values
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from django.conf import settings
 from django.utils import timezone
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from accounts.models import ApiKey
+from accounts.signing import DEFAULT_WINDOW_MS, SignatureError, SignatureMismatch, check_window, verify
 
-DEFAULT_WINDOW_MS = 5000
 # last_used_at is for people ("is this key still in use?"); a write per request would turn
 # every read into a write, so it is refreshed at most this often.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -141,21 +135,6 @@ def instruction_for(request: Request) -> str | None:
     return instructions.get(request.method or "")
 
 
-def _is_ms(value: str) -> bool:
-    # isascii() too: str.isdigit() accepts "²", which int() refuses.
-    return value.isascii() and value.isdigit() and len(value) <= 16
-
-
-def _decode_b64(value: str, length: int, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidSignature(f"{what} is not valid base64.") from exc
-    if len(raw) != length:
-        raise InvalidSignature(f"{what} must be {length} bytes, base64-encoded.")
-    return raw
-
-
 class SignedRequestAuthentication(BaseAuthentication):
     """Authenticates a request signed with a registered Ed25519 key; no `X-API-Key`, no opinion."""
 
@@ -168,16 +147,10 @@ class SignedRequestAuthentication(BaseAuthentication):
         window = request.headers.get("X-Window") or str(DEFAULT_WINDOW_MS)
         if not signature_b64 or not timestamp:
             raise InvalidSignature("Signed requests need X-Signature and X-Timestamp headers.")
-        max_window = settings.BOURSE_MAX_SIGNATURE_WINDOW_MS
-        if not _is_ms(timestamp):
-            raise InvalidSignature("X-Timestamp must be a time in milliseconds.")
-        if not _is_ms(window) or not 0 < int(window) <= max_window:
-            raise InvalidSignature(f"X-Window must be between 1 and {max_window} milliseconds.")
-        now_ms = int(time.time() * 1000)
-        if abs(now_ms - int(timestamp)) > int(window):
-            raise InvalidSignature(
-                f"Request timestamp {timestamp} is outside the {window} ms window (server time {now_ms})."
-            )
+        try:
+            check_window(timestamp, window, names=("X-Timestamp", "X-Window"))
+        except SignatureError as exc:
+            raise InvalidSignature(exc.message) from exc
 
         instruction = instruction_for(request)
         view = (request.parser_context or {}).get("view")
@@ -187,25 +160,18 @@ class SignedRequestAuthentication(BaseAuthentication):
         if instruction is None:
             raise InvalidSignature(f"{request.method} {request.path} does not accept signed requests.")
 
-        verify_key = VerifyKey(_decode_b64(public_key, 32, "X-API-Key"))
-        signature = _decode_b64(signature_b64, 64, "X-Signature")
-        api_key = ApiKey.objects.select_related("user").filter(public_key=public_key).first()
-        if api_key is None:
-            raise Unauthorized("Unknown API key.")
-        if api_key.revoked_at is not None:
-            raise Unauthorized("This API key has been revoked.")
-        if not api_key.user.is_active:
-            raise Unauthorized("This account is disabled.")
-
         params = _request_params(request)
-        for payload in _iter_signing_payloads(instruction, params, timestamp, window):
-            try:
-                verify_key.verify(payload.encode(), signature)
-            except BadSignatureError:
-                continue
-            self._touch(api_key)
-            return api_key.user, api_key
-        raise InvalidSignature(f"Signature does not match the request (instruction {instruction}).")
+        try:
+            api_key = verify(
+                public_key, signature_b64, _iter_signing_payloads(instruction, params, timestamp, window),
+                names=("X-API-Key", "X-Signature"),
+            )
+        except SignatureMismatch as exc:
+            raise InvalidSignature(f"Signature does not match the request (instruction {instruction}).") from exc
+        except SignatureError as exc:
+            raise (Unauthorized if exc.unknown_key else InvalidSignature)(exc.message) from exc
+        self._touch(api_key)
+        return api_key.user, api_key
 
     def authenticate_header(self, request: Request) -> str:
         # Any value makes DRF answer 401 rather than 403 to an unauthenticated request.

@@ -36,7 +36,7 @@ from engine_worker.transport import (
     push_job,
     queue_length,
 )
-from engine_worker.worker import Publisher
+from engine_worker.worker import Publisher, send_groups
 from marketdata.realtime import user_group
 from marketdata.streams import publish_after_commit
 
@@ -130,17 +130,7 @@ def _publish_balances(keys: set[tuple[int, int]], publisher: Publisher | None) -
                 "stream": "account.balanceUpdate",
                 "data": {"e": "balanceUpdate", "E": now_us, "a": symbol, "f": _fmt(available), "l": _fmt(locked)},
             })
-        if not groups:
-            return
-        if publisher is not None:
-            publisher.send(groups)
-            return
-        # An RQ job has no long-lived publisher: make one for this batch.
-        one_off = Publisher()
-        try:
-            one_off.send(groups)
-        finally:
-            one_off.close()
+        send_groups(groups, publisher)
     except Exception:
         # Already committed: a lost notification must not stop persistence.
         logger.exception("publishing balance updates failed")

@@ -495,6 +495,20 @@ class Publisher:
         self.thread.join(timeout=5)
 
 
+def send_groups(groups: dict[str, list[dict[str, Any]]], publisher: Publisher | None) -> None:
+    """Send with the caller's long-lived publisher, or with a one-off one (an RQ job, a test)."""
+    if not groups:
+        return
+    if publisher is not None:
+        publisher.send(groups)
+        return
+    one_off = Publisher()
+    try:
+        one_off.send(groups)
+    finally:
+        one_off.close()
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 

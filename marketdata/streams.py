@@ -169,19 +169,9 @@ def kline_frames(minutes: Mapping[str, set[int]], *, now: datetime) -> Groups:
 
 
 def _send(groups: Groups, publisher: Publisher | None) -> None:
-    if not groups:
-        return
-    if publisher is not None:
-        publisher.send(groups)
-        return
-    # An RQ job (or a test) has no long-lived publisher: make one for this send.
-    from engine_worker.worker import Publisher
+    from engine_worker.worker import send_groups  # deferred: the engine process imports marketdata
 
-    one_off = Publisher()
-    try:
-        one_off.send(groups)
-    finally:
-        one_off.close()
+    send_groups(groups, publisher)
 
 
 def publish_after_commit(payloads: Iterable[Mapping[str, Any]], publisher: Publisher | None = None) -> None:

@@ -4,17 +4,14 @@ and crashes at either side of the commit losing nothing and applying nothing twi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
@@ -27,6 +24,7 @@ from engine_worker.db_processor import DbProcessor, drop_key
 from engine_worker.tests.factories import EngineRun, make_market, place
 from marketdata.models import Trade
 from marketdata.realtime import user_group
+from marketdata.tests.listeners import GroupListener
 from trading.models import Market, MarketState, Order
 
 pytestmark = pytest.mark.django_db
@@ -159,34 +157,6 @@ def test_db_apply_batch_job_applies_exactly_once(market: Market, buyer: User, se
 def test_engine_command_refuses_to_run_under_rq() -> None:
     with pytest.raises(RuntimeError, match="run_engine"):
         jobs.engine_command({"kind": "place"})
-
-
-class GroupListener:
-    """Joins a Channels group from its own event loop (the pub/sub layer is per loop)."""
-
-    def __init__(self, group: str) -> None:
-        self.group = group
-        self.ready = threading.Event()
-        self.message: dict[str, Any] | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
-        self.thread.start()
-        assert self.ready.wait(5), "listener did not join the group"
-
-    async def _listen(self) -> None:
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(self.group, channel)
-        self.ready.set()
-        try:
-            self.message = await asyncio.wait_for(layer.receive(channel), timeout=10)
-        finally:
-            await layer.group_discard(self.group, channel)
-            await layer.flush()
-
-    def result(self) -> dict[str, Any]:
-        self.thread.join(10)
-        assert self.message is not None, f"nothing reached {self.group}"
-        return self.message
 
 
 @pytest.mark.django_db(transaction=True)

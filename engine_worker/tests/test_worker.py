@@ -3,53 +3,22 @@ publishing to Channels groups, and rebuild from the database."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from channels.layers import get_channel_layer
 
 from accounts.tests.factories import fund, make_asset, make_user
 from engine_worker import codec, transport
 from engine_worker.worker import EngineWorker
 from marketdata.depth import depth_snapshot
+from marketdata.tests.listeners import GroupListener
 from trading import services
 from trading.models import Order
 from trading.services import OrderParams
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class GroupListener:
-    """Joins a Channels group from its own event loop (the pub/sub layer is per loop) and
-    keeps the first message that reaches it."""
-
-    def __init__(self, group: str) -> None:
-        self.group = group
-        self.ready = threading.Event()
-        self.message: dict[str, Any] | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
-        self.thread.start()
-        assert self.ready.wait(5), "listener did not join the group"
-
-    async def _listen(self) -> None:
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add(self.group, channel)
-        self.ready.set()
-        try:
-            self.message = await asyncio.wait_for(layer.receive(channel), timeout=10)
-        finally:
-            await layer.group_discard(self.group, channel)
-            await layer.flush()
-
-    def result(self, timeout: float) -> dict[str, Any]:
-        self.thread.join(timeout)
-        assert self.message is not None, f"nothing reached {self.group}"
-        return self.message
 
 
 def _market() -> Any:

@@ -451,9 +451,10 @@ def exchange_processes(host: str, port: int) -> list[tuple[str, list[str]]]:
         ("engine", [*manage, "run_engine"], "run_engine", None),
         ("db_processor", [*manage, "run_db_processor"], "run_db_processor", None),
         # Runs the jobs on the `default` queue, including those cron enqueues.
-        ("scheduler", [*manage, "rqworker", "default", "--with-scheduler"], "rqworker", None),
+        # Warnings only: the sweep runs every 3 s and each job would log three lines.
+        ("scheduler", [*manage, "rqworker", "default", "--with-scheduler", "--verbosity", "0"], "rqworker", None),
         # Enqueues the periodic jobs registered in exchange_site/cron.py at their interval.
-        ("cron", [*manage, "rqcron", "exchange_site.cron"], "rqcron", "exchange_site/cron.py"),
+        ("cron", [*manage, "rqcron", "exchange_site.cron", "--logging-level", "WARNING"], "rqcron", "exchange_site/cron.py"),
         ("market_maker", [*manage, "run_market_maker"], "run_market_maker", None),
     ]
     processes = []

@@ -36,6 +36,11 @@ fi
 # --- Chromium for the browser tests ------------------------------------------------------
 if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
 
+# --- Lint and types (STYLE.md 10): ruff everywhere, mypy --strict on the engine core --------
+log "ruff and mypy"
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy --no-error-summary
+
 # --- Run ---------------------------------------------------------------------------------
 export DJANGO_SETTINGS_MODULE=exchange_site.settings.test
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/bourse}"

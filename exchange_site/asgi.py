@@ -2,12 +2,17 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange_site.settings.local")
 # A pooled database connection per request (see DB_POOL_MAX_SIZE in settings/base.py).
 os.environ.setdefault("DB_POOL_MAX_SIZE", "8")
-django_asgi_app = get_asgi_application()
+# What get_asgi_application() does, with a handler that enters the sync views in one hop.
+django.setup(set_prefix=False)
+
+from exchange_site.asgi_handler import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

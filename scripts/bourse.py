@@ -439,10 +439,9 @@ def management_command_exists(name: str) -> bool:
 def exchange_processes(host: str, port: int) -> list[tuple[str, list[str]]]:
     """The long-running processes of the exchange (ARCHITECTURE.md, "Components").
 
-    Later issues add the engine, the DB processor, the periodic jobs and the market
-    makers. Only those whose management command (and, for cron, job module) exists are
-    started, so the run works with whatever has landed and picks each one up as it
-    lands, with no change here.
+    Only those whose management command (and, for cron, job module) exists are started,
+    so a process added later (another market's engine, a new worker) is picked up by
+    adding a line here, and a checkout without one still runs.
     """
     manage = [PYTHON, str(ROOT / "manage.py")]
     # (name, argv, the management command it needs, a file it needs)

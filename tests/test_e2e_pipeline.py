@@ -31,8 +31,9 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.ledger import ledger_check
-from accounts.models import Balance, User
+from accounts.models import User
 from accounts.tests.api_helpers import KeyPair, register_key
+from accounts.tests.factories import balance_of as _balance
 from accounts.tests.factories import fund, make_user
 from exchange_site.asgi import application
 from marketdata import realtime
@@ -53,10 +54,6 @@ def pipeline(tmp_path: Path, redis_conn: Any) -> Iterator[Pipeline]:
     yield p.start()
     p.stop()
 
-
-def _balance(user: User, symbol: str) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(user=user, asset__symbol=symbol).first()
-    return (row.available, row.locked) if row else (Decimal(0), Decimal(0))
 
 
 def _api(user: User) -> APIClient:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from accounts import services
-from accounts.models import Asset, StaffAllocation, User
+from accounts.models import Asset, Balance, StaffAllocation, User
 
 _counter = itertools.count(1)
 
@@ -50,3 +50,9 @@ def fund(user: User, asset: Asset, quantity: Decimal | str | int) -> StaffAlloca
     return services.allocation_create(
         user=user, asset=asset, quantity=Decimal(quantity), staff=_allocating_staff(), note="test funding"
     )
+
+
+def balance_of(user: User, symbol: str) -> tuple[Decimal, Decimal]:
+    """(available, locked) of the user's balance of `symbol`, zeros when there is none."""
+    row = Balance.objects.filter(user=user, asset__symbol=symbol).first()
+    return (row.available, row.locked) if row else (Decimal(0), Decimal(0))

@@ -17,8 +17,9 @@ from django.core.management import call_command
 from django.db import connection
 
 from accounts.ledger import ledger_check
-from accounts.models import Balance, User
-from accounts.tests.factories import fund, make_user
+from accounts.models import User
+from accounts.tests.factories import balance_of as bal
+from accounts.tests.factories import fund
 from engine_worker import jobs, transport
 from engine_worker.db_processor import DbProcessor, drop_key
 from engine_worker.tests.factories import EngineRun, make_market, place
@@ -41,29 +42,6 @@ def push(*payloads: dict[str, Any]) -> None:
     for payload in payloads:
         transport.push_job(db_queue(), transport.DB_JOB, payload)
 
-
-def bal(user: User, symbol: str) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(user=user, asset__symbol=symbol).first()
-    return (row.available, row.locked) if row else (D(0), D(0))
-
-
-@pytest.fixture
-def market() -> Market:
-    return make_market("AAPL", "USD")
-
-
-@pytest.fixture
-def buyer(market: Market) -> User:
-    user = make_user("buyer")
-    fund(user, market.quote, D("2000.00"))
-    return user
-
-
-@pytest.fixture
-def seller(market: Market) -> User:
-    user = make_user("seller")
-    fund(user, market.base, D("20"))
-    return user
 
 
 def test_run_once_applies_every_queued_batch_and_empties_the_queue(

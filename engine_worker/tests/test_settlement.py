@@ -17,7 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from accounts.ledger import ledger_check
 from accounts.models import Balance, LedgerEntry, User
 from accounts.services import house_user
-from accounts.tests.factories import fund, make_user
+from accounts.tests.factories import balance_of as bal
+from accounts.tests.factories import fund
 from engine_worker.engine import UpdateMarket
 from engine_worker.settlement import settlement_apply, ts_datetime
 from engine_worker.tests.factories import EngineRun, batch_payload, cancel_command, make_market, place
@@ -30,35 +31,11 @@ pytestmark = pytest.mark.django_db
 D = Decimal
 
 
-def bal(user: User, symbol: str) -> tuple[Decimal, Decimal]:
-    """(available, locked) of the user's balance, 0 when there is none."""
-    row = Balance.objects.filter(user=user, asset__symbol=symbol).first()
-    return (row.available, row.locked) if row else (D(0), D(0))
-
 
 def apply(payload: dict[str, Any]) -> Any:
     result = settlement_apply(batches=[payload])
     assert ledger_check() == []
     return result
-
-
-@pytest.fixture
-def market() -> Market:
-    return make_market("AAPL", "USD", tick="0.01", lot="1")
-
-
-@pytest.fixture
-def buyer(market: Market) -> User:
-    user = make_user("buyer")
-    fund(user, market.quote, D("2000.00"))
-    return user
-
-
-@pytest.fixture
-def seller(market: Market) -> User:
-    user = make_user("seller")
-    fund(user, market.base, D("20"))
-    return user
 
 
 @pytest.fixture

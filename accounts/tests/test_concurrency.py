@@ -6,19 +6,18 @@ the end; a Barrier releases them together so they really contend for the same ro
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from accounts import services
 from accounts.errors import InsufficientFunds, InvalidState
 from accounts.ledger import ledger_check
 from accounts.models import Balance, Deposit, LedgerEntry, User, Withdrawal
 from accounts.tests.factories import fund, make_asset, make_staff, make_user
+from tests.concurrency import run_together as concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,29 +26,8 @@ THREADS = 20
 
 def run_together(action: Callable[[], object]) -> Counter[str]:
     """Run `action` in THREADS threads started at once; count outcomes by exception name."""
-    barrier = threading.Barrier(THREADS)
-    outcomes: list[str] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        try:
-            barrier.wait(timeout=30)
-            action()
-            outcome = "ok"
-        except Exception as exc:  # noqa: BLE001 - every outcome is counted and asserted on
-            outcome = type(exc).__name__
-        finally:
-            connection.close()
-        with lock:
-            outcomes.append(outcome)
-
-    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
-    return Counter(outcomes)
+    results = concurrently(lambda _i: action(), THREADS)
+    return Counter(type(r).__name__ if isinstance(r, Exception) else "ok" for r in results)
 
 
 def test_concurrent_withdrawals_of_the_whole_balance_succeed_once() -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -17,6 +15,7 @@ from accounts.api.idempotency import idempotency_records_purge
 from accounts.models import Asset, Balance, Deposit, IdempotencyRecord, User, Withdrawal
 from accounts.tests.api_helpers import ccxt_request, post_json, register_key
 from accounts.tests.factories import make_user
+from tests.concurrency import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -151,29 +150,16 @@ def test_expired_records_are_purged_and_their_keys_free(user: User, usd: Asset, 
 def test_ten_concurrent_retries_credit_once(usd: Asset, user: User, settings: Any) -> None:
     settings.BOURSE_AUTO_CONFIRM_DEPOSITS = True
     token = services.api_token_create(user=user)
-    barrier = threading.Barrier(10)
-    answers: list[tuple[int, bytes]] = []
-    errors: list[BaseException] = []
 
-    def retry() -> None:
-        try:
-            client = Client()  # one per thread; Django gives each thread its own DB connection
-            barrier.wait(timeout=10)
-            response = post_json(
-                client, DEPOSITS, {"symbol": "USD", "quantity": "25.5"}, token, **{"Idempotency-Key": "burst"}
-            )
-            answers.append((response.status_code, response.content))
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-        finally:
-            connection.close()
+    def retry(_i: int) -> tuple[int, bytes]:
+        # One client per thread; Django gives each thread its own DB connection.
+        response = post_json(
+            Client(), DEPOSITS, {"symbol": "USD", "quantity": "25.5"}, token, **{"Idempotency-Key": "burst"}
+        )
+        return response.status_code, response.content
 
-    threads = [threading.Thread(target=retry) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors
+    answers = run_together(retry, 10)
+    assert not [a for a in answers if isinstance(a, Exception)], answers
     assert len(answers) == 10
     assert len(set(answers)) == 1, answers
     assert answers[0][0] == 200
@@ -181,21 +167,11 @@ def test_ten_concurrent_retries_credit_once(usd: Asset, user: User, settings: An
     assert Balance.objects.get(user=user, asset=usd).available == Decimal("25.5")
 
     # Ten at once with a different body than the stored one: all refused, nothing credited.
-    different: list[int] = []
+    def conflicting(_i: int) -> int:
+        return post_json(
+            Client(), DEPOSITS, {"symbol": "USD", "quantity": "99"}, token, **{"Idempotency-Key": "burst"}
+        ).status_code
 
-    def conflicting() -> None:
-        try:
-            response = post_json(
-                Client(), DEPOSITS, {"symbol": "USD", "quantity": "99"}, token, **{"Idempotency-Key": "burst"}
-            )
-            different.append(response.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=conflicting) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    different = run_together(conflicting, 10)
     assert different == [400] * 10
     assert Balance.objects.get(user=user, asset=usd).available == Decimal("25.5")

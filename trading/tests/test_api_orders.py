@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -12,7 +11,6 @@ from typing import Any
 import ccxt
 import django_rq
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -22,6 +20,7 @@ from accounts.ledger import ledger_check
 from accounts.models import Asset, Balance, User
 from accounts.tests.api_helpers import ccxt_request, register_key
 from accounts.tests.factories import fund, make_asset, make_user
+from tests.concurrency import run_together
 from trading import messaging
 from trading.api import serializers
 from trading.models import Market, Order
@@ -304,31 +303,14 @@ def test_concurrent_orders_for_the_whole_balance_accept_exactly_one() -> None:
     token = account_services.api_token_create(user=user)
     # 9.98 × 100 = 998.00, + 0.2% = 999.996 → 1000.00 locked: exactly the balance.
     body = {**VALID, "price": "9.98", "quantity": "100"}
-    barrier = threading.Barrier(threads_count)
-    outcomes: list[tuple[int, str]] = []
-    lock = threading.Lock()
 
-    def bot() -> None:
+    def bot(_i: int) -> tuple[int, str]:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-        try:
-            barrier.wait(timeout=30)
-            response = post(client, ORDER, body)
-            outcome = (response.status_code, response.json().get("code", response.json().get("status")))
-        except Exception as exc:  # noqa: BLE001 - every outcome is counted and asserted on
-            outcome = (0, repr(exc))
-        finally:
-            connection.close()
-        with lock:
-            outcomes.append(outcome)
+        response = post(client, ORDER, body)
+        return response.status_code, response.json().get("code", response.json().get("status"))
 
-    threads = [threading.Thread(target=bot) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
+    outcomes = [r if not isinstance(r, Exception) else (0, repr(r)) for r in run_together(bot, threads_count)]
     assert Counter(outcomes) == Counter({(200, "New"): 1, (400, "INSUFFICIENT_FUNDS"): threads_count - 1})
     assert balance(user, "USD") == (Decimal("0.00"), Decimal("1000.00"))
     assert Order.objects.filter(user=user).count() == 1

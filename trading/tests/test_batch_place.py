@@ -4,7 +4,6 @@ for the whole batch, each order standing or falling alone, in request order."""
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -19,6 +18,7 @@ from accounts.errors import ServiceError
 from accounts.ledger import ledger_check
 from accounts.models import Asset, Balance, LedgerEntry, User
 from accounts.tests.factories import fund, make_asset, make_user
+from tests.concurrency import run_together
 from trading import messaging
 from trading.models import Market, Order
 from trading.services import OrderParams, market_update, orders_place_batch
@@ -215,30 +215,14 @@ def test_concurrent_batches_of_one_user_never_overdraw() -> None:
     fund(user, usd, "100.20")  # exactly 10 orders of 1 @ 10.00 (10.02 each)
     token = account_services.api_token_create(user=user)
     threads_count = 6
-    barrier = threading.Barrier(threads_count)
-    answers: list[Any] = []
-    lock = threading.Lock()
 
-    def bot() -> None:
+    def bot(_i: int) -> Any:
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-        try:
-            barrier.wait(timeout=30)
-            answer = post(client, [BID] * 4).json()
-        except Exception as exc:  # noqa: BLE001 - every outcome is asserted on
-            answer = repr(exc)
-        finally:
-            connection.close()
-        with lock:
-            answers.append(answer)
+        return post(client, [BID] * 4).json()
 
-    threads = [threading.Thread(target=bot) for _ in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
+    answers = run_together(bot, threads_count)
+    assert not [a for a in answers if isinstance(a, Exception)], answers
     outcomes = Counter(row.get("code", row.get("status")) for answer in answers for row in answer)
     assert outcomes == Counter({"New": 10, "INSUFFICIENT_FUNDS": threads_count * 4 - 10})
     assert Balance.objects.get(user=user, asset=usd).available == Decimal("0.00")
@@ -258,31 +242,16 @@ def test_concurrent_batches_racing_for_one_client_id_make_one_order() -> None:
     fund(user, aapl, "100")
     token = account_services.api_token_create(user=user)
     threads_count = 8
-    barrier = threading.Barrier(threads_count)
-    answers: list[Any] = []
-    lock = threading.Lock()
 
-    def bot(side: str) -> None:
+    def bot(index: int) -> Any:
+        side = "Bid" if index % 2 else "Ask"
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-        try:
-            barrier.wait(timeout=30)
-            response = post(client, [{**BID, "side": side, "price": "10.00" if side == "Bid" else "12.00", "clientId": 9}])
-            answer: Any = (response.status_code, response.json())
-        except Exception as exc:  # noqa: BLE001 - every outcome is asserted on
-            answer = repr(exc)
-        finally:
-            connection.close()
-        with lock:
-            answers.append(answer)
+        response = post(client, [{**BID, "side": side, "price": "10.00" if side == "Bid" else "12.00", "clientId": 9}])
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=bot, args=("Bid" if i % 2 else "Ask",)) for i in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
+    answers = run_together(bot, threads_count)
+    assert not [a for a in answers if isinstance(a, Exception)], answers
     order = Order.objects.get(user=user)
     assert order.client_id == 9
     assert {status for status, _ in answers} == {200}

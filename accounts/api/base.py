@@ -63,22 +63,33 @@ class PublicAPIView(BotAPIView):
     permission_classes: ClassVar[list[Any]] = []
 
 
-def body_object(request: Request, *, required: Collection[str], optional: Collection[str] = ()) -> dict[str, Any]:
-    """The JSON object body, refusing unknown and missing keys.
+def check_keys(
+    data: object, *, required: Collection[str], optional: Collection[str] = (),
+    not_object: str = "Expected a JSON object.",
+) -> dict[str, Any]:
+    """A JSON object with no unknown and no missing keys (INVALID_CLIENT_REQUEST otherwise).
 
     Unknown keys are refused rather than ignored: a misspelt `quantity` silently dropped
     would be worse than an error.
     """
-    data = request.data
-    if not isinstance(data, dict):
-        raise ServiceError("The request body must be a JSON object.")
-    unknown = sorted(set(data) - set(required) - set(optional))
+    if not isinstance(data, Mapping):
+        raise ServiceError(not_object)
+    unknown = sorted(str(key) for key in set(data) - set(required) - set(optional))
     if unknown:
         raise ServiceError(f"Unknown field(s): {', '.join(unknown)}.")
     missing = [key for key in required if key not in data]
     if missing:
         raise ServiceError(f"Missing field(s): {', '.join(missing)}.")
-    return data
+    return dict(data)
+
+
+def body_object(
+    request: Request, *, required: Collection[str], optional: Collection[str] = ()
+) -> dict[str, Any]:
+    """The JSON object body, refusing unknown and missing keys."""
+    return check_keys(
+        request.data, required=required, optional=optional, not_object="The request body must be a JSON object."
+    )
 
 
 def query_int(request: Request, name: str, *, default: int, minimum: int = 0, maximum: int | None = None) -> int:

@@ -8,10 +8,9 @@ is `trading.services.order_place`'s business, so pages and the API refuse alike.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
 from decimal import Decimal
-from typing import Any
 
+from accounts.api.base import check_keys
 from accounts.errors import InvalidQuantity, ServiceError
 from accounts.models import AMOUNT, Asset
 from accounts.validation import parse_quantity
@@ -29,23 +28,6 @@ _TIMES_IN_FORCE = Order.TimeInForce.values
 _STPS = Order.SelfTradePrevention.values
 # Order ids are bigint primary keys; more digits than this cannot name one.
 _MAX_ID_DIGITS = 19
-
-
-def check_keys(data: object, *, required: Collection[str], optional: Collection[str] = ()) -> Mapping[str, Any]:
-    """A JSON object with no unknown and no missing keys (INVALID_CLIENT_REQUEST otherwise).
-
-    Unknown keys are refused rather than ignored: a misspelt `quantity` silently dropped
-    would be worse than an error.
-    """
-    if not isinstance(data, Mapping):
-        raise ServiceError("Expected a JSON object.")
-    unknown = sorted(str(key) for key in set(data) - set(required) - set(optional))
-    if unknown:
-        raise ServiceError(f"Unknown field(s): {', '.join(unknown)}.")
-    missing = [key for key in required if key not in data]
-    if missing:
-        raise ServiceError(f"Missing field(s): {', '.join(missing)}.")
-    return data
 
 
 def _choice(value: object, *, field: str, choices: list[str], default: str | None = None) -> str:

@@ -15,12 +15,12 @@ from django.db.models import QuerySet
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api.base import BotAPIView, PublicAPIView, query_int
+from accounts.api.base import BotAPIView, PublicAPIView, check_keys, query_int
 from accounts.api.idempotency import idempotent
 from accounts.errors import ServiceError
 from trading import selectors, services
 from trading.api import serializers
-from trading.api.parsing import check_keys, parse_client_id, parse_order, parse_order_id
+from trading.api.parsing import parse_client_id, parse_order, parse_order_id
 from trading.models import Market, Order
 from trading.services import OrderParams
 

@@ -307,16 +307,21 @@ def order_place(*, user: User, market: Market, params: OrderParams) -> Order:
         return existing
 
 
-@transaction.atomic
-def _order_place(*, user: User, market: Market, params: OrderParams) -> Order:
-    sized = _size_order(market, params)
-    order = Order(
+def _new_order(user: User, market: Market, params: OrderParams, sized: _Sized) -> Order:
+    """The unsaved order for a validated request: fee rates of the market now are fixed on it."""
+    return Order(
         user=user, market=market, client_id=params.client_id, side=params.side, order_type=params.order_type,
         time_in_force=params.time_in_force if params.order_type == Order.Type.LIMIT else Order.TimeInForce.IOC,
         post_only=params.post_only, self_trade_prevention=params.self_trade_prevention, price=params.price,
         quantity=params.quantity, quote_quantity=params.quote_quantity, locked=sized.lock_amount,
         maker_fee_rate=market.maker_fee_rate, taker_fee_rate=market.taker_fee_rate, engine_cap=sized.engine_cap,
     )
+
+
+@transaction.atomic
+def _order_place(*, user: User, market: Market, params: OrderParams) -> Order:
+    sized = _size_order(market, params)
+    order = _new_order(user, market, params, sized)
     _order_insert(order)
     # Locks the balance row, refuses (InsufficientFunds) before anything is written.
     balance_change(
@@ -491,13 +496,7 @@ def _orders_place_batch(*, user: User, requests: list[tuple[Market, OrderParams]
             results[index] = _insufficient(item.lock_asset, available[key], item.lock_amount)
             continue
         available[key] -= item.lock_amount
-        order = Order(
-            user=user, market=market, client_id=params.client_id, side=params.side, order_type=params.order_type,
-            time_in_force=params.time_in_force if params.order_type == Order.Type.LIMIT else Order.TimeInForce.IOC,
-            post_only=params.post_only, self_trade_prevention=params.self_trade_prevention, price=params.price,
-            quantity=params.quantity, quote_quantity=params.quote_quantity, locked=item.lock_amount,
-            maker_fee_rate=market.maker_fee_rate, taker_fee_rate=market.taker_fee_rate, engine_cap=item.engine_cap,
-        )
+        order = _new_order(user, market, params, item)
         accepted.append((index, order, item))
         if params.client_id is not None:
             # A later request with this id in the same batch answers with this order.

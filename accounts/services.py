@@ -26,7 +26,7 @@ import nacl.bindings
 import nacl.exceptions
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -150,27 +150,39 @@ def _balance_apply(
     reference: str,
     actor_id: int | None,
 ) -> Balance:
-    """Apply a change to a balance the caller has locked, and write its ledger entry."""
+    """Apply a change to a balance the caller has locked, and write its ledger entry.
+
+    One statement (the UPDATE in a CTE), so the change and its entry commit or fail
+    together and the CheckConstraints still hold; one round trip and no ORM query
+    building, since order entry runs it for every order placed.
+    """
     if reason not in _REASONS:
         raise ValueError(f"unknown ledger reason {reason!r}")
     _check_not_negative(balance, available_delta, locked_delta)
-    Balance.objects.filter(pk=balance.pk).update(
-        available=F("available") + available_delta,
-        locked=F("locked") + locked_delta,
-        updated_at=timezone.now(),
-    )
-    LedgerEntry.objects.create(
-        user_id=balance.user_id,
-        asset_id=balance.asset_id,
-        available_delta=available_delta,
-        locked_delta=locked_delta,
-        reason=reason,
-        reference=reference,
-        actor_id=actor_id,
-    )
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH changed AS (
+                UPDATE accounts_balance SET available = available + %s, locked = locked + %s, updated_at = %s
+                WHERE id = %s RETURNING id
+            )
+            INSERT INTO accounts_ledgerentry
+                (user_id, asset_id, available_delta, locked_delta, reason, reference, actor_id, created_at)
+            SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM changed
+            """,
+            [
+                available_delta, locked_delta, now, balance.pk,
+                balance.user_id, balance.asset_id, available_delta, locked_delta, reason, reference, actor_id, now,
+            ],
+        )
+        written = cursor.rowcount
+    if written != 1:
+        raise RuntimeError(f"balance row {balance.pk} vanished while locked")
     # We hold the row lock, so the new values are exactly these; no need to re-read.
     balance.available += available_delta
     balance.locked += locked_delta
+    balance.updated_at = now
     return balance
 
 
@@ -199,37 +211,11 @@ def balance_change(
     # trips per order. The refusal is raised before anything is written, so a caller that
     # catches it may go on with its transaction; the write below is a single statement,
     # so it cannot half-happen.
-    if reason not in _REASONS:
-        raise ValueError(f"unknown ledger reason {reason!r}")
     balance = balances_lock(keys=[(user_id, asset_id)])[(user_id, asset_id)]
-    _check_not_negative(balance, available_delta, locked_delta)
-    # What `_balance_apply` writes, as ONE statement (the UPDATE in a CTE, so it and the
-    # ledger INSERT commit or fail together and the CheckConstraints still hold): one round
-    # trip instead of two and no ORM query building, on the path of every order placed.
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH changed AS (
-                UPDATE accounts_balance SET available = available + %s, locked = locked + %s, updated_at = %s
-                WHERE id = %s RETURNING id
-            )
-            INSERT INTO accounts_ledgerentry
-                (user_id, asset_id, available_delta, locked_delta, reason, reference, actor_id, created_at)
-            SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM changed
-            """,
-            [
-                available_delta, locked_delta, now, balance.pk,
-                user_id, asset_id, available_delta, locked_delta, reason, reference, actor_id, now,
-            ],
-        )
-        written = cursor.rowcount
-    assert written == 1, "locked balance row vanished"
-    # We hold the row lock, so the new values are exactly these; no need to re-read.
-    balance.available += available_delta
-    balance.locked += locked_delta
-    balance.updated_at = now
-    return balance
+    return _balance_apply(
+        balance, available_delta=available_delta, locked_delta=locked_delta, reason=reason,
+        reference=reference, actor_id=actor_id,
+    )
 
 
 _REASONS = frozenset(Reason.values)  # `Reason.values` builds a new list on every access

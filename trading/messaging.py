@@ -12,11 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import django_rq
-from django.conf import settings
 from django.db import transaction
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from trading.models import Market, Order
 
@@ -24,15 +21,14 @@ MESSAGES_QUEUE = "messages"
 ENGINE_JOB = "engine_worker.jobs.engine_command"
 
 
-_queues: dict[str, Queue] = {}
-
-
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
 def messages_queue() -> Queue:
-    return django_rq.get_queue(MESSAGES_QUEUE, serializer=JSONSerializer)
+    from engine_worker.transport import get_queue
+
+    return get_queue(MESSAGES_QUEUE)
 
 
 def enqueue(messages: Iterable[dict[str, Any]]) -> None:
@@ -42,19 +38,11 @@ def enqueue(messages: Iterable[dict[str, Any]]) -> None:
         return
     from engine_worker.transport import push_jobs
 
-    # One Queue (so one Redis connection pool) per process and URL: `django_rq.get_queue`
-    # builds a new client each call, so every order paid a TCP connect plus redis-py's
-    # CLIENT SETINFO round trips (py-spy showed a connect in every order POST).
-    url = settings.RQ_QUEUES[MESSAGES_QUEUE]["URL"]
-    queue = _queues.get(url)
-    if queue is None:
-        queue = _queues[url] = messages_queue()
-
     # A short description instead of RQ's default repr of the call (costly, and the
     # message's kind and order are what the dashboard needs). `push_jobs` writes the RQ
     # job hashes itself, pipelined: ~10 µs a message instead of ~95 µs through `Job`.
     push_jobs(
-        queue, ENGINE_JOB, batch,
+        messages_queue(), ENGINE_JOB, batch,
         [f"{m.get('kind')} {m.get('symbol', '')} {m.get('order_id', '')}".strip() for m in batch],
     )
 

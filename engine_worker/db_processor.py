@@ -149,8 +149,10 @@ def _within_budget(batches: list[tuple[str, Any]], budget: int) -> list[tuple[st
 class DbProcessor:
     """Drains `db_processor`: peek, apply in one transaction, commit, ack."""
 
-    def __init__(self, *, batch_size: int = 50) -> None:
+    def __init__(self, *, batch_size: int = 50, linger_seconds: float = 0.0) -> None:
         self.batch_size = batch_size
+        self.linger_seconds = linger_seconds
+        self._queue_drained = False
         self._stopping = False
         self.publisher: Publisher | None = None
         self._applied = 0
@@ -194,7 +196,9 @@ class DbProcessor:
             # cut the group there: one huge transaction would hold every commit, and so the
             # latency of each order in it, behind the slowest part of a backlog.
             count = max(1, min(self.batch_size, int(MAX_EVENTS_PER_TRANSACTION / self._events_per_job)))
-            batches = _within_budget(peek_batches(self.queue, count), MAX_EVENTS_PER_TRANSACTION)
+            peeked = peek_batches(self.queue, count)
+            self._queue_drained = len(peeked) < count
+            batches = _within_budget(peeked, MAX_EVENTS_PER_TRANSACTION)
             if batches:
                 events = sum(len(payload["events"]) for _id, payload in batches if payload is not None)
                 self._events_per_job = 0.8 * self._events_per_job + 0.2 * max(1.0, events / len(batches))
@@ -231,6 +235,11 @@ class DbProcessor:
             self._maybe_log()
             if taken:
                 idle = IDLE_MIN
+                if self._queue_drained and self.linger_seconds > 0 and not drain_and_exit:
+                    # Took all there was: a trickle, not a backlog. Let the engine's next
+                    # jobs gather, so one transaction (and its candle upserts, balance
+                    # reads, publishes) carries several of them instead of one each.
+                    time.sleep(self.linger_seconds)
                 continue
             if drain_and_exit:
                 return

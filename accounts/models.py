@@ -92,7 +92,11 @@ class LedgerEntry(models.Model):
         TRADE = "trade", "Trade settlement"
         FEE = "fee", "Trading fee"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries")
+    # (user, asset) below serves look-ups by user; a second index on user alone would only
+    # cost a write per entry, and settlement writes thousands a second.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="ledger_entries")
     available_delta = models.DecimalField(**AMOUNT, default=ZERO)
     locked_delta = models.DecimalField(**AMOUNT, default=ZERO)

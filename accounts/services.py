@@ -222,7 +222,6 @@ _REASONS = frozenset(Reason.values)  # `Reason.values` builds a new list on ever
 _NO_CHANGE = (ZERO, ZERO)
 
 
-@transaction.atomic
 def ledger_post(
     *, changes: Sequence[LedgerChange], already_locked: Mapping[tuple[int, int], Balance] | None = None
 ) -> None:
@@ -237,6 +236,13 @@ def ledger_post(
     """
     if not changes:
         return
+    if not transaction.get_connection().in_atomic_block:
+        with transaction.atomic():
+            return ledger_post(changes=changes, already_locked=already_locked)
+    # Inside the caller's transaction (settlement, batch order entry): no savepoint, as in
+    # `balance_change`. The refusal below is raised before anything is written; a failed
+    # UPDATE or COPY after it aborts the caller's transaction, which PostgreSQL then
+    # refuses to commit, so nothing half-applied can last.
     sums: dict[tuple[int, int], tuple[Decimal, Decimal]] = {}
     for change in changes:
         if change.reason not in _REASONS:

@@ -89,8 +89,10 @@ class Order(models.Model):
 
     OPEN_STATUSES = (Status.PENDING, Status.NEW, Status.PARTIALLY_FILLED)
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    # No single-column indexes on the two keys: (user, -created_at) and (market, accepted_seq)
+    # below lead with them and serve every look-up; each extra index is written per order.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders", db_index=False)
     client_id = models.BigIntegerField(null=True, blank=True)
     side = models.CharField(max_length=3, choices=Side.choices)
     order_type = models.CharField(max_length=6, choices=Type.choices)

@@ -376,7 +376,7 @@ def test_ledger_post_refuses_a_negative_result_and_writes_nothing(usd: Asset) ->
 def test_ledger_post_is_set_based(usd: Asset, django_assert_max_num_queries: object) -> None:
     users = [make_user() for _ in range(30)]
     changes = [services.LedgerChange(u.pk, usd.pk, D("1"), D("0"), "allocation", "bulk") for u in users]
-    # A fixed number of statements (savepoints, select, insert, lock, update, insert) for 30 rows.
+    # A fixed number of statements (lock, insert missing rows, lock again, update, COPY) for 30 rows.
     with django_assert_max_num_queries(10):  # type: ignore[operator]
         services.ledger_post(changes=changes)
     assert all(balance(u, usd) == (D("1.00"), D(0)) for u in users)

@@ -14,6 +14,14 @@ Two costs of Django's own ASGIHandler under daphne, both measured with py-spy on
   and its thread idle. One request at a time uses an executor, as before; its thread
   only outlives the request. The thread-local database connection is closed at
   `request_finished` as before (returned to the pool), so nothing carries over.
+- Around the view, Django's `handle` hops to a thread twice more (the sync receivers of
+  `request_started`, and `response.close()` for `request_finished`) and runs two tasks
+  (the view and a disconnect listener). Here the request's whole sync life — started
+  signal, request object, middleware and view, and for an in-memory response its close —
+  is one call in the request's thread; the event loop only reads the body and sends the
+  answer. The disconnect listener goes: it can cancel an async view, but a sync view in
+  a thread runs to its end anyway, and daphne drops what is sent to a closed connection.
+  A streaming response (static files) is closed after it is sent, as before.
 """
 
 from __future__ import annotations
@@ -23,9 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
 
 # Idle executors kept; more requests at once than this still work, with fresh threads.
 MAX_IDLE_EXECUTORS = 32
@@ -68,6 +79,34 @@ class SyncChainASGIHandler(ASGIHandler):
             else:
                 executor.shutdown(wait=False)
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        response: Any = await sync_to_async(BaseHandler.get_response, thread_sensitive=True)(self, request)
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        try:
+            response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            try:
+                await self.send_response(response, send)
+            finally:
+                if response.streaming:
+                    await sync_to_async(response.close, thread_sensitive=True)()
+        finally:
+            body_file.close()
+
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        """What WSGI runs for a request, in the request's thread (see the module docstring)."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = BaseHandler.get_response(self, request)
+            response._handler_class = self.__class__  # type: ignore[attr-defined]
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        assert response is not None
+        if not response.streaming:
+            # The content is in memory: finish the request (request_finished gives the
+            # database connection back to the pool) before the bytes go out.
+            response.close()
         return response

@@ -135,7 +135,7 @@ class Proc:
         self.log_path = LOG_DIR / f"{name}.log"
         self.log_path.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 — the child's for its life
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PGAPPNAME": f"bench-{name}"})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Sum
+from django.db.models import Count, F, Sum
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,9 +201,13 @@ def check_consistency(market: Any, redis_conn: Any) -> list[str]:
             assert order.locked == 0, f"order {order.pk} finished with funds still locked"
         if order.order_type == "Market" or order.time_in_force in ("IOC", "FOK"):
             assert order.status not in Order.OPEN_STATUSES, f"IOC/market order {order.pk} left open"
+    # Fills copy their order's user and market (the database checks only the order reference).
+    strays = Fill.objects.filter(order__market=market).exclude(user_id=F("order__user_id"), market_id=F("order__market_id"))
+    assert not strays.exists(), f"fills whose user or market is not their order's: {list(strays.values_list('pk', flat=True)[:5])}"
     checked.append(
         f"{count} orders: none Pending, executed quantity == sum of fills, no trade settled twice, "
-        "none over-filled (nor over-spent by quote amount), finished orders lock nothing, no IOC/market order left open"
+        "none over-filled (nor over-spent by quote amount), finished orders lock nothing, no IOC/market order left open, "
+        "every fill carries its order's user and market"
     )
     # No trade stored twice, trade ids contiguous (none lost, none reused).
     ids = list(Trade.objects.filter(market=market).order_by("trade_id").values_list("trade_id", flat=True))

@@ -316,8 +316,9 @@ def _new_order(user: User, market: Market, params: OrderParams, sized: _Sized) -
     """The unsaved order for a validated request: fee rates of the market now are fixed on it.
 
     Built with every field positional, as Django builds rows it loads: keyword construction
-    cost twice as much, ~15 µs an order, which a batch of 50 pays 50 times. Fields not set
-    here get their model default, as with keywords.
+    cost half as much again (~16 µs an order against ~10), which a batch of 50 pays 50 times.
+    Fields not set here get their model default, as with keywords; a misspelt name would
+    silently leave one at its default, which test_batch_place checks field by field.
     """
     values = {
         "user_id": user.pk, "market_id": market.pk, "client_id": params.client_id, "side": params.side,

@@ -198,6 +198,37 @@ def test_exactly_the_accepted_orders_are_queued_in_order(
     assert {m["kind"] for m in messages} == {"place"}
 
 
+def test_each_stored_order_carries_its_request_and_the_fee_rates_of_the_day(funded_user: User, market: Market) -> None:
+    market_update(market_id=market.pk, maker_fee_rate=Decimal("0.0005"), taker_fee_rate=Decimal("0.0015"))
+    market.refresh_from_db()
+    requests = [
+        (market, bid("10.00", "3", client_id=7, time_in_force="IOC", self_trade_prevention="RejectBoth")),
+        (market, ask("12.50", "2", post_only=True, self_trade_prevention="RejectMaker")),
+        (market, OrderParams(side="Bid", order_type="Market", quote_quantity=Decimal("20.00"))),
+    ]
+
+    results = orders_place_batch(user=funded_user, requests=requests)
+
+    stored = {o.pk: o for o in Order.objects.filter(user=funded_user)}
+    assert len(stored) == 3
+    got = [
+        (o.side, o.order_type, o.price, o.quantity, o.quote_quantity, o.client_id, o.time_in_force, o.post_only,
+         o.self_trade_prevention, o.status, o.locked, o.maker_fee_rate, o.taker_fee_rate, o.engine_cap,
+         o.executed_quantity, o.fee_paid, o.reason)
+        for o in (stored[r.pk] for r in results if isinstance(r, Order))
+    ]
+    fees = (Decimal("0.0005"), Decimal("0.0015"))
+    assert got == [
+        ("Bid", "Limit", Decimal("10.00"), Decimal("3"), None, 7, "IOC", False, "RejectBoth", "Pending",
+         Decimal("30.05"), *fees, None, Decimal(0), Decimal(0), ""),  # 30.00 + 0.15 % fee, rounded up
+        ("Ask", "Limit", Decimal("12.50"), Decimal("2"), None, None, "GTC", True, "RejectMaker", "Pending",
+         Decimal("2"), *fees, None, Decimal(0), Decimal(0), ""),
+        # A market buy by quote amount rests never: IOC, capped at 20.00 / 1.0015 in tick × lot units.
+        ("Bid", "Market", None, None, Decimal("20.00"), None, "IOC", False, "RejectTaker", "Pending",
+         Decimal("20.00"), *fees, 1997, Decimal(0), Decimal(0), ""),
+    ]
+
+
 def test_nothing_is_queued_before_commit(funded_user: User, market: Market) -> None:
     orders_place_batch(user=funded_user, requests=[(market, bid()), (market, ask())])
 

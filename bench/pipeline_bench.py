@@ -15,7 +15,8 @@ Redis database of its own (`--redis`, flushed):
   order that is live at that point and the report can say how many orders should trade.
 
 Timed: a feeder thread pushes the messages (built by `trading.messaging.place_message` /
-`cancel_message`, pushed with `messaging.enqueue` — the web's own path) at `--rate` messages/s
+`cancel_message`, pushed as one job each — as single-order requests push them, the engine's
+costliest intake; a batch request pushes its orders as one job) at `--rate` messages/s
 (0 = as fast as it can), stamping `ts` at the push. The bench samples every 20 ms: how many
 commands the engine has taken off `messages`, and `trading_marketstate.last_event_seq` (what
 the DB processor has committed). An order counts as persisted when the committed sequence
@@ -354,7 +355,7 @@ def build_messages(market: Any, orders: list[tuple[Any, ...]], stream: list[tupl
 
 
 class Feeder(threading.Thread):
-    """Pushes the messages at a steady rate through `messaging.enqueue`, stamping `ts`."""
+    """Pushes the messages at a steady rate, one job each (`push_one_job_each`), stamping `ts`."""
 
     CHUNK = 1000
 
@@ -368,7 +369,7 @@ class Feeder(threading.Thread):
         self.finished_at = 0.0
 
     def run(self) -> None:
-        from trading.messaging import enqueue, now_us
+        from trading.messaging import now_us
 
         self.started_at = time.time()
         n = len(self.messages)
@@ -386,15 +387,24 @@ class Feeder(threading.Thread):
             for m in chunk:
                 m["ts"] = ts
             with self.lock:
-                enqueue(chunk)
+                push_one_job_each(chunk)
                 self.pushed = end
         self.finished_at = time.time()
+
+
+def push_one_job_each(messages: list[dict[str, Any]]) -> None:
+    """One `messages` job per command, in one round trip: what a flow of single-order
+    requests writes (`messaging.enqueue` of one message), so `LLEN` counts commands."""
+    from engine_worker.transport import push_jobs
+    from trading.messaging import ENGINE_JOB, messages_queue
+
+    push_jobs(messages_queue(), ENGINE_JOB, messages, [f"{m['kind']} {m['symbol']} {m['order_id']}" for m in messages])
 
 
 def push_backlog(messages: list[dict[str, Any]], engine: Proc) -> None:
     """`--rate 0`: the whole stream is queued in the set-up while the engine is paused
     (SIGSTOP), so the timed run measures the pipeline alone, not this process pushing."""
-    from trading.messaging import enqueue, now_us
+    from trading.messaging import now_us
 
     engine.proc.send_signal(signal.SIGSTOP)
     try:
@@ -403,7 +413,7 @@ def push_backlog(messages: list[dict[str, Any]], engine: Proc) -> None:
             ts = now_us()
             for m in chunk:
                 m["ts"] = ts
-            enqueue(chunk)
+            push_one_job_each(chunk)
     finally:
         engine.proc.send_signal(signal.SIGCONT)
 

@@ -18,8 +18,9 @@ def db_apply_batch(payload: dict[str, Any]) -> int:
     return process_batches([payload]).applied
 
 
-def engine_command(message: dict[str, Any]) -> None:
-    """Never run: the engine keeps its books in one process's memory."""
+def engine_command(message: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Never run: the engine keeps its books in one process's memory. A job's argument is one
+    command, or the list of one request's commands."""
     raise RuntimeError(
         "`messages` is consumed by `manage.py run_engine` (the matching engine keeps its order books in "
         "memory); do not run an RQ worker on it. Message: " + repr(message)[:200]

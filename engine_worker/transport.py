@@ -76,21 +76,36 @@ def read_jobs(connection: Redis, job_ids: list[str]) -> list[Any]:
     return [_decode_job_data(raw) for raw in pipe.execute() if raw is not None]
 
 
-def pop_messages(queue: Queue, max_count: int, block_seconds: float) -> list[Any]:
-    """Take up to `max_count` commands off `messages`, waiting up to `block_seconds` for one."""
+def pop_commands(queue: Queue, max_jobs: int, block_seconds: float) -> tuple[list[Any], int]:
+    """Take up to `max_jobs` jobs off `messages`, waiting up to `block_seconds` for one.
+
+    Returns their commands in queue order and how many jobs they came in: a job holds one
+    command, or a list of them (`trading.messaging.enqueue` writes a request's commands,
+    e.g. a batch of orders, as one job).
+    """
     connection = queue.connection
-    ids = connection.lpop(queue.key, max_count)
+    ids = connection.lpop(queue.key, max_jobs)
     if not ids:
         if block_seconds <= 0:
-            return []
+            return [], 0
         first = connection.blpop([queue.key], timeout=block_seconds)
         if first is None:
-            return []
-        ids = [first[1]] + (connection.lpop(queue.key, max_count - 1) or [])
+            return [], 0
+        ids = [first[1]] + ((connection.lpop(queue.key, max_jobs - 1) if max_jobs > 1 else None) or [])
     job_ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
-    payloads = read_jobs(connection, job_ids)
+    commands: list[Any] = []
+    for payload in read_jobs(connection, job_ids):
+        if isinstance(payload, list):
+            commands.extend(payload)
+        else:
+            commands.append(payload)
     connection.delete(*(Job.key_for(job_id) for job_id in job_ids))
-    return payloads
+    return commands, len(job_ids)
+
+
+def pop_messages(queue: Queue, max_jobs: int, block_seconds: float) -> list[Any]:
+    """The commands of up to `max_jobs` jobs off `messages` (see `pop_commands`)."""
+    return pop_commands(queue, max_jobs, block_seconds)[0]
 
 
 def push_jobs(

@@ -126,6 +126,9 @@ class EngineWorker:
         self.batch_size = batch_size
         self.block_seconds = block_seconds
         self.linger_seconds = linger_seconds
+        # Jobs on `messages` hold one command or a request's list of them; pop about
+        # `batch_size` commands' worth of jobs, from the recent job size.
+        self._commands_per_job = 1.0
         self.running = True
         self.engine = Engine()
         self.units: dict[str, MarketUnits] = {}
@@ -161,13 +164,15 @@ class EngineWorker:
         while self.running:
             gc.disable()
             try:
-                batch = transport.pop_messages(self.messages, self.batch_size, self.block_seconds)
+                want = max(1, int(self.batch_size / self._commands_per_job))
+                batch, jobs = transport.pop_commands(self.messages, want, self.block_seconds)
                 if batch:
+                    self._commands_per_job = 0.8 * self._commands_per_job + 0.2 * (len(batch) / jobs)
                     self.consume(batch)
             finally:
                 gc.enable()
             self._log_stats()
-            if 0 < len(batch) < self.batch_size and self.linger_seconds > 0:
+            if 0 < jobs < want and self.linger_seconds > 0:
                 # A trickle, not a backlog: let the next commands gather for a moment. Each
                 # batch costs the same Redis round trips, publishes and DB processor job
                 # whether it holds one command or hundreds; at a few hundred orders/s that

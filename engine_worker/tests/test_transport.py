@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def test_pushed_jobs_are_rq_jobs_that_rq_loads(redis_conn: Any) -> None:
     messages = [{"kind": "place", "symbol": "AAPL_USD", "order_id": i, "ts": 10 + i} for i in range(3)]
-    messaging.enqueue(messages)
+    for message in messages:
+        messaging.enqueue([message])  # single-order requests: one job each
     queue = messaging.messages_queue()
 
     assert len(queue) == 3
@@ -34,6 +35,23 @@ def test_pushed_jobs_are_rq_jobs_that_rq_loads(redis_conn: Any) -> None:
     assert transport.pop_messages(queue, 10, 0) == messages
     assert len(queue) == 0
     assert not any(queue.connection.exists(Job.key_for(job.id)) for job in jobs)
+
+
+def test_a_requests_commands_travel_as_one_job_and_come_out_in_order(redis_conn: Any) -> None:
+    batch = [{"kind": "place", "symbol": "AAPL_USD", "order_id": i, "ts": 1} for i in range(120)]
+    messaging.enqueue([{"kind": "cancel", "symbol": "AAPL_USD", "order_id": 999, "ts": 0}])
+    messaging.enqueue(batch)  # e.g. a sweep: cut into jobs of COMMANDS_PER_JOB
+    queue = messaging.messages_queue()
+
+    jobs = queue.get_jobs()
+    assert [len(job.args[0]) if isinstance(job.args[0], list) else 1 for job in jobs] == [1, 50, 50, 20]
+    assert jobs[1].description == "50 commands: place AAPL_USD 0 … place AAPL_USD 49"
+
+    # Jobs, not commands, are counted when popping; the commands keep their order.
+    commands, taken = transport.pop_commands(queue, 2, 0)
+    assert taken == 2 and [m["order_id"] for m in commands] == [999, *range(50)]
+    assert [m["order_id"] for m in transport.pop_messages(queue, 10, 0)] == list(range(50, 120))
+    assert len(queue) == 0
 
 
 def test_jobs_written_by_rq_itself_are_still_read(redis_conn: Any) -> None:

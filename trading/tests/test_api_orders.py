@@ -52,7 +52,9 @@ def queued() -> int:
 
 
 def queued_messages() -> list[dict[str, Any]]:
-    return [job.args[0] for job in messaging.messages_queue().get_jobs()]
+    """The queued commands in order (a job holds one, or a request's list of them)."""
+    jobs = [job.args[0] for job in messaging.messages_queue().get_jobs()]
+    return [m for arg in jobs for m in (arg if isinstance(arg, list) else [arg])]
 
 
 def balance(user: User, symbol: str) -> tuple[Decimal, Decimal]:

@@ -121,8 +121,8 @@ def push_jobs(
         return []
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # The fields RQ fills in; those it writes empty (callbacks, start and end times, worker,
-    # group) are left out, which `Job.restore` reads the same way: a message is written
-    # once per order, and each field is work for both this process and Redis.
+    # group) are left out, which `Job.restore` reads the same way: a job is written per
+    # order request, and each field is work for both this process and Redis.
     common = {
         "created_at": now, "enqueued_at": now, "status": "queued", "origin": queue.name,
         "timeout": str(queue._default_timeout), "result_ttl": "0", "failure_ttl": str(failure_ttl),

@@ -37,6 +37,7 @@ from rest_framework.request import Request
 
 from accounts.models import ApiKey
 from accounts.signing import DEFAULT_WINDOW_MS, SignatureError, SignatureMismatch, check_window, verify
+from exchange_site.db.prepared import prepared_cursor
 
 # last_used_at is for people ("is this key still in use?"); a write per request would turn
 # every read into a write, so it is refreshed at most this often.
@@ -223,7 +224,7 @@ class TokenAuthentication(DRFTokenAuthentication):
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         sql, token_fields, user_fields = _token_sql()
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(sql, [key])
             row = cursor.fetchone()
         if row is None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from psycopg_pool import ConnectionPool
 from timescale.db.backends.postgresql.base import DatabaseWrapper as TimescaleDatabaseWrapper
 from timescale.db.backends.postgresql.schema import TimescaleSchemaEditor
+
+from exchange_site.db.pool import check_if_doubtful
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,15 @@ class SchemaEditor(TimescaleSchemaEditor):
 
 class DatabaseWrapper(TimescaleDatabaseWrapper):
     SchemaEditorClass = SchemaEditor
+
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """Django's pool; with `CONN_HEALTH_CHECKS` its check is the one of exchange_site/db/pool.py,
+        which skips the round trip Django's makes on every request unless a connection is in doubt."""
+        pool: ConnectionPool | None = super().pool
+        if pool is not None and pool._check is ConnectionPool.check_connection:
+            pool._check = check_if_doubtful
+        return pool
 
     def prepare_database(self) -> None:
         # Skip the parent's unconditional CREATE EXTENSION, which fails where it is absent.

@@ -110,6 +110,9 @@ DATABASES = {
 }
 # Plain PostgreSQL, plus TimescaleDB hypertables where the server has the extension.
 DATABASES["default"]["ENGINE"] = "exchange_site.db"
+# Lets exchange_site.db.prepared prepare the few statements every order request runs (it
+# asks with prepare=True); no other query is prepared, Django's cursors bind client-side.
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 # A connection pool per process (psycopg_pool), for the ASGI server: under daphne every
 # request runs in a context of its own, so CONN_MAX_AGE never reuses a connection — each
 # request opened a new one and left it open until garbage collection (measured: one

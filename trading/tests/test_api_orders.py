@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from accounts import services as account_services
 from accounts.ledger import ledger_check
-from accounts.models import Asset, Balance, User
+from accounts.models import Asset, Balance, LedgerEntry, User
 from accounts.tests.api_helpers import ccxt_request, register_key
 from accounts.tests.factories import fund, make_asset, make_user
 from tests.concurrency import run_together
@@ -235,9 +235,17 @@ def test_valid_limit_bid_locks_notional_plus_taker_fee_and_queues_once(
         "createdAt": serializers.ms(order.created_at),
     }
     assert order.status == Order.Status.PENDING
+    assert (order.user, order.market, order.client_id, order.time_in_force, order.price, order.quantity) == (
+        funded_user, market, 7, "GTC", Decimal("10.01"), Decimal("3")
+    )
+    assert (order.maker_fee_rate, order.taker_fee_rate) == (market.maker_fee_rate, market.taker_fee_rate)
     # 30.03 notional + 0.2% taker fee (0.06006) = 30.09006, rounded UP to the cent.
     assert balance(funded_user, "USD") == (Decimal("969.90"), Decimal("30.10"))
     assert order.locked == Decimal("30.10")
+    entry = LedgerEntry.objects.get(reference=f"order:{order.pk}")
+    assert (entry.user, entry.asset.symbol, entry.reason, entry.available_delta, entry.locked_delta, entry.actor) == (
+        funded_user, "USD", "order_lock", Decimal("-30.10"), Decimal("30.10"), funded_user
+    )
     assert queued() == queue_before + 1
     assert queued_messages()[-1] | {"ts": 0} == {
         "kind": "place", "order_id": order.pk, "user_id": funded_user.pk, "symbol": "AAPL_USD", "side": "Bid",
@@ -245,6 +253,29 @@ def test_valid_limit_bid_locks_notional_plus_taker_fee_and_queues_once(
         "stp": "RejectTaker", "client_id": 7, "ts": 0,
     }
     assert ledger_check() == []
+
+
+@pytest.mark.parametrize(("funds", "available"), [("20.00", "20.00"), (None, "0.00")])
+def test_insufficient_funds_says_what_is_available_and_needed(
+    market: Market, usd: Asset, funds: str | None, available: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    user = make_user("minnow")
+    if funds is not None:
+        fund(user, usd, Decimal(funds))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {account_services.api_token_create(user=user)}")
+    entries_before = LedgerEntry.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(api, ORDER, {**VALID, "quantity": "3"})  # 30.00 + 0.2 % fee = 30.06
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "INSUFFICIENT_FUNDS", "message": f"Insufficient USD: {available} available, 30.06 needed"
+    }
+    assert balance(user, "USD") == (Decimal(available), Decimal(0))
+    assert not Order.objects.filter(user=user).exists()
+    assert LedgerEntry.objects.count() == entries_before
 
 
 def test_valid_ask_locks_the_shares(api: APIClient, funded_user: User, market: Market) -> None:
@@ -316,6 +347,39 @@ def test_concurrent_orders_for_the_whole_balance_accept_exactly_one() -> None:
     assert Counter(outcomes) == Counter({(200, "New"): 1, (400, "INSUFFICIENT_FUNDS"): threads_count - 1})
     assert balance(user, "USD") == (Decimal("0.00"), Decimal("1000.00"))
     assert Order.objects.filter(user=user).count() == 1
+    assert ledger_check() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_orders_racing_for_one_client_id_make_one_order() -> None:
+    """Bids lock USD and asks AAPL, so the balance rows do not order them: the unique index
+    does, and each loser answers as if it had come second (never a 500, never a second order)."""
+    usd = make_asset("USD", precision=2, kind="cash")
+    aapl = make_asset("AAPL", precision=0, kind="stock")
+    make_market("AAPL", "USD")
+    user = make_user("racer")
+    fund(user, usd, Decimal("1000.00"))
+    fund(user, aapl, Decimal("100"))
+    token = account_services.api_token_create(user=user)
+    threads_count = 8
+
+    def bot(index: int) -> tuple[int, dict[str, Any]]:
+        side = "Bid" if index % 2 else "Ask"
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        response = post(client, ORDER, {**VALID, "side": side, "price": "10.00" if side == "Bid" else "12.00", "clientId": 9})
+        return response.status_code, response.json()
+
+    answers = run_together(bot, threads_count)
+    assert not [a for a in answers if isinstance(a, Exception)], answers
+    order = Order.objects.get(user=user)
+    same_side = [body for status, body in answers if status == 200]
+    assert len(same_side) == threads_count // 2 and {body["id"] for body in same_side} == {str(order.pk)}
+    assert Counter((status, body.get("code")) for status, body in answers if status != 200) == {
+        (400, "INVALID_CLIENT_REQUEST"): threads_count // 2
+    }
+    locked = {"USD": Decimal("20.04"), "AAPL": Decimal(0)} if order.side == "Bid" else {"USD": 0, "AAPL": Decimal(2)}
+    assert balance(user, "USD")[1] == locked["USD"] and balance(user, "AAPL")[1] == locked["AAPL"]
     assert ledger_check() == []
 
 

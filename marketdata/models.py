@@ -12,8 +12,13 @@ class Trade(models.Model):
     """One match. A hypertable on `time`: django-timescaledb drops the primary key when it
     converts the table, so uniqueness rests on (market, trade_id, time)."""
 
-    # Not indexed alone: both indexes below lead with it, and trades are written thousands a second.
-    market = models.ForeignKey("trading.Market", on_delete=models.PROTECT, related_name="trades", db_index=False)
+    # Not indexed alone: both indexes below lead with it, and trades are written thousands a
+    # second. Not checked by the database either: the check locks the market's row at every
+    # commit that writes trades, and settlement writes them for a market it has just read
+    # in the same transaction (markets are never deleted).
+    market = models.ForeignKey(
+        "trading.Market", on_delete=models.PROTECT, related_name="trades", db_index=False, db_constraint=False
+    )
     trade_id = models.BigIntegerField()
     price = models.DecimalField(**AMOUNT)
     quantity = models.DecimalField(**AMOUNT)

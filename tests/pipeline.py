@@ -201,18 +201,26 @@ def check_consistency(market: Any, redis_conn: Any) -> list[str]:
             assert order.locked == 0, f"order {order.pk} finished with funds still locked"
         if order.order_type == "Market" or order.time_in_force in ("IOC", "FOK"):
             assert order.status not in Order.OPEN_STATUSES, f"IOC/market order {order.pk} left open"
-    # Fills copy their order's user and market (the database checks only the order reference).
+    # Fills have an order and copy its user and market; trades name this market's orders
+    # (the database checks none of these references: settlement writes them).
+    orphans = Fill.objects.filter(market=market).exclude(order_id__in=Order.objects.values("pk"))
+    assert not orphans.exists(), f"fills without their order: {list(orphans.values_list('pk', flat=True)[:5])}"
     strays = Fill.objects.filter(order__market=market).exclude(user_id=F("order__user_id"), market_id=F("order__market_id"))
     assert not strays.exists(), f"fills whose user or market is not their order's: {list(strays.values_list('pk', flat=True)[:5])}"
     checked.append(
         f"{count} orders: none Pending, executed quantity == sum of fills, no trade settled twice, "
         "none over-filled (nor over-spent by quote amount), finished orders lock nothing, no IOC/market order left open, "
-        "every fill carries its order's user and market"
+        "every fill has its order and carries its user and market"
     )
-    # No trade stored twice, trade ids contiguous (none lost, none reused).
-    ids = list(Trade.objects.filter(market=market).order_by("trade_id").values_list("trade_id", flat=True))
+    # No trade stored twice, trade ids contiguous (none lost, none reused), each between two
+    # of this market's orders.
+    trades = Trade.objects.filter(market=market)
+    ids = list(trades.order_by("trade_id").values_list("trade_id", flat=True))
     assert ids == list(range(1, len(ids) + 1)), "trade ids must be unique and contiguous"
-    checked.append(f"{len(ids)} trades: ids 1..{len(ids)}, unique and contiguous")
+    foreign = trades.exclude(buy_order_id__in=orders.values("pk"), sell_order_id__in=orders.values("pk"))
+    assert not foreign.exists(), f"trades naming another market's orders: {list(foreign.values_list('trade_id', flat=True)[:5])}"
+    assert not Trade.objects.exclude(market_id__in=type(market).objects.values("pk")).exists(), "trades of no market"
+    checked.append(f"{len(ids)} trades: ids 1..{len(ids)}, unique and contiguous, each between two orders of the market")
     # The engine's books equal the open orders in the database, in priority order.
     books = engine_books(redis_conn)[market.symbol]
     db_open = [

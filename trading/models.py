@@ -154,13 +154,15 @@ class Fill(models.Model):
     """One side of a trade, as the owner of the order sees it (fills history, fees)."""
 
     trade_id = models.BigIntegerField()
-    # `market` and `user` are the order's, copied so fill history reads one table. The
-    # database checks the order reference; these two are not checked again (each check is
-    # a look-up per fill at commit, ~20 % of the DB processor's time in PostgreSQL), nor
-    # indexed alone (the unique constraint and (user, -created_at) lead with them).
-    # Settlement writes them from the locked order row; tests/pipeline.py checks they agree.
+    # `market` and `user` are the order's, copied so fill history reads one table, and not
+    # indexed alone (the unique constraint and (user, -created_at) lead with them). None of
+    # the three references is checked by the database: each check is a look-up per fill at
+    # commit (the copies' were ~20 % of the DB processor's time in PostgreSQL, the order's
+    # as much again), and settlement writes every fill from its order's row, which it has
+    # just read and locked in the same transaction; orders are never deleted.
+    # tests/pipeline.py checks each fill against its order.
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills", db_constraint=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="fills", db_index=False, db_constraint=False
     )

@@ -40,6 +40,7 @@ from django.utils import timezone
 from accounts.models import ZERO, LedgerEntry, User
 from accounts.services import LedgerChange, house_user, ledger_post
 from engine_worker.engine.types import REQ_CANCEL, REQ_PLACE
+from exchange_site.db.arrays import array_literal, array_literal_quoted
 from marketdata.candles import CandleBucket, candles_apply_minutes
 from trading.models import Market, MarketState, Order
 
@@ -561,20 +562,6 @@ def _copy_text(table: str, columns: Sequence[str], lines: list[str]) -> None:
             copy.write("".join(lines[start : start + 20_000]))
 
 
-# The order UPDATE's arrays go as array literals ('{1,2,3}'): with client-side binding,
-# psycopg quoting each of ~100k Decimals one by one cost more than the UPDATE itself.
-def _array_text(values: Iterable[Any]) -> str:
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-
-
-def _array_text_quoted(values: Iterable[str | None]) -> str:
-    return "{" + ",".join("NULL" if v is None else '"' + _array_escape(v) + '"' for v in values) + "}"
-
-
-def _array_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"') if ("\\" in text or '"' in text) else text
-
-
 _REFERENCE_MAX = LedgerEntry._meta.get_field("reference").max_length or 64
 
 
@@ -661,15 +648,15 @@ def _write(rows: _Rows, markets: Mapping[str, _MarketInfo], result: SettlementRe
                 """,
                 [
                     now,
-                    _array_text(o.pk for o in changed),
-                    _array_text_quoted(o.status for o in changed),
-                    _array_text(o.accepted_seq for o in changed),
-                    _array_text(o.executed_quantity for o in changed),
-                    _array_text(o.executed_quote_quantity for o in changed),
-                    _array_text(o.fee_paid for o in changed),
-                    _array_text(o.locked for o in changed),
-                    _array_text_quoted(o.reason for o in changed),
-                    _array_text_quoted(
+                    array_literal(o.pk for o in changed),
+                    array_literal_quoted(o.status for o in changed),
+                    array_literal(o.accepted_seq for o in changed),
+                    array_literal(o.executed_quantity for o in changed),
+                    array_literal(o.executed_quote_quantity for o in changed),
+                    array_literal(o.fee_paid for o in changed),
+                    array_literal(o.locked for o in changed),
+                    array_literal_quoted(o.reason for o in changed),
+                    array_literal_quoted(
                         None if o.cancel_requested_at is None else o.cancel_requested_at.isoformat() for o in changed
                     ),
                 ],

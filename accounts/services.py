@@ -50,6 +50,7 @@ from accounts.models import (
     Withdrawal,
 )
 from accounts.validation import parse_quantity
+from exchange_site.db.prepared import prepared_cursor
 
 Reason = LedgerEntry.Reason
 
@@ -102,8 +103,8 @@ def balances_lock(*, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], B
 
 _BALANCE_FIELDS = ["id", "user_id", "asset_id", "available", "locked", "updated_at"]
 # (user_id, asset_id) IN unnest(...), locked in id order: one parameter per column however
-# many keys, written out rather than built by the ORM:
-# this runs for every order placed, and building the ORM query cost more CPU than the
+# many keys, written out and prepared rather than built by the ORM: this runs for every
+# batch of orders and every settlement, and building the ORM query cost more CPU than the
 # database's answer. No Balance field has a database converter, so `from_db` is exact.
 _BALANCES_FOR_UPDATE = (
     f"SELECT {', '.join(_BALANCE_FIELDS)} FROM accounts_balance WHERE (user_id, asset_id) IN "
@@ -112,7 +113,7 @@ _BALANCES_FOR_UPDATE = (
 
 
 def _balances_select_for_update(wanted: list[tuple[int, int]]) -> dict[tuple[int, int], Balance]:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_BALANCES_FOR_UPDATE, [[k[0] for k in wanted], [k[1] for k in wanted]])
         rows = [Balance.from_db(connection.alias, _BALANCE_FIELDS, row) for row in cursor.fetchall()]
     return {(row.user_id, row.asset_id): row for row in rows}

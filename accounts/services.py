@@ -208,8 +208,8 @@ def balance_change(
                 user_id=user_id, asset_id=asset_id, available_delta=available_delta, locked_delta=locked_delta,
                 reason=reason, reference=reference, actor_id=actor_id,
             )
-    # Inside the caller's transaction (order entry): no savepoint, which cost two round
-    # trips per order. The refusal is raised before anything is written, so a caller that
+    # Inside the caller's transaction (deposits, withdrawals): no savepoint, which cost two
+    # round trips per call. The refusal is raised before anything is written, so a caller that
     # catches it may go on with its transaction; the write below is a single statement,
     # so it cannot half-happen.
     balance = balances_lock(keys=[(user_id, asset_id)])[(user_id, asset_id)]

@@ -15,7 +15,8 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.tests.factories import make_asset
+from accounts.services import api_token_create
+from accounts.tests.factories import fund, make_asset, make_user
 from trading.models import Fill, Market, Order
 from trading.services import OrderParams, market_create, order_place
 
@@ -29,6 +30,18 @@ def make_market(base: str = "AAPL", quote: str = "USD", **kw: Any) -> Market:
     kw.setdefault("tick_size", Decimal("0.01"))
     kw.setdefault("lot_size", Decimal("1"))
     return market_create(base=base_asset, quote=quote_asset, **kw)
+
+
+def make_racer() -> tuple[User, str]:
+    """On a new AAPL_USD market, a user with 1000.00 USD and 100 AAPL, and their API token:
+    the set-up of the tests where one user's requests race each other."""
+    usd = make_asset("USD", precision=2, kind="cash")
+    aapl = make_asset("AAPL", precision=0, kind="stock")
+    make_market("AAPL", "USD")
+    user = make_user("racer")
+    fund(user, usd, Decimal("1000.00"))
+    fund(user, aapl, Decimal("100"))
+    return user, api_token_create(user=user)
 
 
 def place(user: User, market: Market, **kw: Any) -> Order:

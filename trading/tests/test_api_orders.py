@@ -25,7 +25,7 @@ from trading import messaging
 from trading.api import serializers
 from trading.models import Market, Order
 from trading.services import market_update
-from trading.tests.factories import make_fill, make_market, place
+from trading.tests.factories import make_fill, make_market, make_racer, place
 
 pytestmark = pytest.mark.django_db
 
@@ -354,13 +354,7 @@ def test_concurrent_orders_for_the_whole_balance_accept_exactly_one() -> None:
 def test_concurrent_orders_racing_for_one_client_id_make_one_order() -> None:
     """Bids lock USD and asks AAPL, so the balance rows do not order them: the unique index
     does, and each loser answers as if it had come second (never a 500, never a second order)."""
-    usd = make_asset("USD", precision=2, kind="cash")
-    aapl = make_asset("AAPL", precision=0, kind="stock")
-    make_market("AAPL", "USD")
-    user = make_user("racer")
-    fund(user, usd, Decimal("1000.00"))
-    fund(user, aapl, Decimal("100"))
-    token = account_services.api_token_create(user=user)
+    user, token = make_racer()
     threads_count = 8
 
     def bot(index: int) -> tuple[int, dict[str, Any]]:

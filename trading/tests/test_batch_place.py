@@ -22,7 +22,7 @@ from tests.concurrency import run_together
 from trading import messaging
 from trading.models import Market, Order
 from trading.services import OrderParams, market_update, orders_place_batch
-from trading.tests.factories import make_market, place
+from trading.tests.factories import make_market, make_racer, place
 
 pytestmark = pytest.mark.django_db
 
@@ -267,13 +267,7 @@ def test_concurrent_batches_of_one_user_never_overdraw() -> None:
 def test_concurrent_batches_racing_for_one_client_id_make_one_order() -> None:
     """Bids lock USD and asks AAPL, so the balance locks do not order them: the unique index
     does, and the loser answers as if it had come second (never a 500, never a second order)."""
-    usd = make_asset("USD", precision=2, kind="cash")
-    aapl = make_asset("AAPL", precision=0, kind="stock")
-    make_market("AAPL", "USD")
-    user = make_user("racer")
-    fund(user, usd, "1000.00")
-    fund(user, aapl, "100")
-    token = account_services.api_token_create(user=user)
+    user, token = make_racer()
     threads_count = 8
 
     def bot(index: int) -> Any:

@@ -5,6 +5,8 @@ round trip Django's own check makes per request."""
 from __future__ import annotations
 
 import copy
+import os
+import resource
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -104,3 +106,38 @@ def test_the_project_backend_gives_djangos_pool_this_check() -> None:
         assert wrapper.pool._check is pool_module.check_if_doubtful
     finally:
         wrapper.close_pool()
+
+
+@pytest.mark.django_db
+def test_a_connection_on_a_high_file_descriptor_is_checked_like_any_other(
+    pool: ConnectionPool, round_trip_checks: list[Any]
+) -> None:
+    """A web process with thousands of WebSocket clients holds descriptors past 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit here ({hard}) keeps every descriptor below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    pool.close()
+    null = os.open(os.devnull, os.O_RDONLY)
+    filler = [os.dup(null)]
+    while filler[-1] < 1100:  # every lower descriptor taken: the next socket's is above
+        filler.append(os.dup(null))
+    try:
+        high = ConnectionPool(
+            kwargs={**{k: v for k, v in connection.get_connection_params().items() if k != "prepare_threshold"}, "autocommit": True},
+            min_size=1, max_size=1, check=pool_module.check_if_doubtful, open=True,
+        )
+        try:
+            with high.connection() as conn:
+                assert conn.fileno() > 1024
+            round_trip_checks.clear()
+            with high.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert round_trip_checks == []
+        finally:
+            high.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        os.close(null)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -45,6 +45,14 @@ def check_if_doubtful(conn: Connection[Any]) -> None:
         or now - last > STALE_AFTER
         or conn.closed
         or conn.info.transaction_status != TransactionStatus.IDLE
-        or select.select([conn.fileno()], [], [], 0)[0]
+        or _readable(conn.fileno())
     ):
         ConnectionPool.check_connection(conn)
+
+
+def _readable(fd: int) -> bool:
+    # poll, not select: a busy web process (thousands of WebSocket clients) holds file
+    # descriptors past select()'s limit of 1024.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

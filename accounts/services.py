@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -223,24 +223,20 @@ _REASONS = frozenset(Reason.values)  # `Reason.values` builds a new list on ever
 _NO_CHANGE = (ZERO, ZERO)
 
 
-def ledger_post(
-    *, changes: Sequence[LedgerChange], already_locked: Mapping[tuple[int, int], Balance] | None = None
-) -> None:
+def ledger_post(*, changes: Sequence[LedgerChange]) -> None:
     """Apply many ledger changes at once (the DB processor's settlement), set-based.
 
     Locks every touched balance once, checks each row's summed result is not negative,
     updates all rows in one statement and inserts all entries with one COPY. Raises
     InsufficientFunds naming the user and asset of the first row that would go negative;
-    nothing is written then. `already_locked`: rows the caller has locked with `balances_lock` in
-    this transaction and not changed since (batch order entry), so they are not locked and
-    read a second time.
+    nothing is written then.
     """
     if not changes:
         return
     if not transaction.get_connection().in_atomic_block:
         with transaction.atomic():
-            return ledger_post(changes=changes, already_locked=already_locked)
-    # Inside the caller's transaction (settlement, batch order entry): no savepoint, as in
+            return ledger_post(changes=changes)
+    # Inside the caller's transaction (settlement): no savepoint, as in
     # `balance_change`. The refusal below is raised before anything is written; a failed
     # UPDATE or COPY after it aborts the caller's transaction, which PostgreSQL then
     # refuses to commit, so nothing half-applied can last.
@@ -251,10 +247,7 @@ def ledger_post(
         key = (change.user_id, change.asset_id)
         available, locked = sums.get(key, _NO_CHANGE)
         sums[key] = (available + change.available_delta, locked + change.locked_delta)
-    if already_locked is not None and sums.keys() <= already_locked.keys():
-        balances = already_locked
-    else:
-        balances = balances_lock(keys=sums.keys())
+    balances = balances_lock(keys=sums.keys())
     for key in sorted(sums):
         balance = balances[key]
         available_delta, locked_delta = sums[key]

@@ -656,9 +656,7 @@ def _write(rows: _Rows, markets: Mapping[str, _MarketInfo], result: SettlementRe
                     array_literal(o.fee_paid for o in changed),
                     array_literal(o.locked for o in changed),
                     array_literal_quoted(o.reason for o in changed),
-                    array_literal_quoted(
-                        None if o.cancel_requested_at is None else o.cancel_requested_at.isoformat() for o in changed
-                    ),
+                    array_literal_quoted(o.cancel_requested_at for o in changed),
                 ],
             )
     ledger = _trade_ledger(markets) + rows.ledger

@@ -356,7 +356,7 @@ def _new_order(user: User, market: Market, params: OrderParams, sized: _Sized) -
 def _order_place(*, user: User, market: Market, params: OrderParams) -> Order:
     sized = _size_order(market, params)
     order = _new_order(user, market, params, sized)
-    _order_lock_and_insert(order, sized.lock_asset, sized.lock_amount)
+    _order_lock_and_insert(order, sized.lock_asset)
     messaging.enqueue_on_commit(
         [messaging.place_message(order, price_ticks=sized.price_ticks, quantity_lots=sized.quantity_lots)]
     )
@@ -380,10 +380,10 @@ def _order_place_sql() -> str:
     return f"""
         WITH locked AS (
             UPDATE accounts_balance
-            SET available = available - %(amount)s::numeric, locked = locked + %(amount)s::numeric,
+            SET available = available - %(locked)s::numeric, locked = locked + %(locked)s::numeric,
                 updated_at = %(created_at)s::timestamptz
             WHERE user_id = %(user_id)s::bigint AND asset_id = %(asset_id)s::bigint
-                AND available >= %(amount)s::numeric
+                AND available >= %(locked)s::numeric
             RETURNING id
         ), placed AS (
             INSERT INTO {quote(Order._meta.db_table)} ({columns}) SELECT {values} FROM locked
@@ -391,7 +391,7 @@ def _order_place_sql() -> str:
         ), entry AS (
             INSERT INTO accounts_ledgerentry
                 (user_id, asset_id, available_delta, locked_delta, reason, reference, actor_id, created_at)
-            SELECT %(user_id)s::bigint, %(asset_id)s::bigint, -%(amount)s::numeric, %(amount)s::numeric,
+            SELECT %(user_id)s::bigint, %(asset_id)s::bigint, -%(locked)s::numeric, %(locked)s::numeric,
                 '{LedgerEntry.Reason.ORDER_LOCK.value}', 'order:' || placed.id, %(user_id)s::bigint,
                 %(created_at)s::timestamptz
             FROM placed
@@ -400,8 +400,8 @@ def _order_place_sql() -> str:
     """
 
 
-def _order_lock_and_insert(order: Order, asset: Asset, amount: Decimal) -> None:
-    """Move `amount` of `asset` from the user's available to locked, insert the new order and
+def _order_lock_and_insert(order: Order, asset: Asset) -> None:
+    """Move the order's `locked` amount of `asset` from the user's available to locked, insert it and
     its ledger entry (one statement, see `_order_place_sql`); sets the order's id and
     timestamps. Raises InsufficientFunds, having written nothing, if the funds are not there.
 
@@ -413,7 +413,7 @@ def _order_lock_and_insert(order: Order, asset: Asset, amount: Decimal) -> None:
     """
     order.created_at = order.updated_at = timezone.now()
     values = {f.attname: getattr(order, f.attname) for f in Order._meta.concrete_fields if not f.primary_key}
-    values.update(amount=amount, asset_id=asset.pk)
+    values["asset_id"] = asset.pk
     with prepared_cursor() as cursor:
         cursor.execute(_order_place_sql(), values)
         row = cursor.fetchone()
@@ -423,7 +423,7 @@ def _order_lock_and_insert(order: Order, asset: Asset, amount: Decimal) -> None:
                 [order.user_id, asset.pk],
             )
             balance = cursor.fetchone()
-            raise _insufficient(asset, balance[0] if balance else Decimal(0), amount)
+            raise _insufficient(asset, balance[0] if balance else Decimal(0), order.locked)
     order.pk = row[0]
     order._state.adding = False
     order._state.db = connection.alias
